@@ -1,0 +1,24 @@
+"""Connection settings shared by every aiokafka client (security passes through from config)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from schemas.settings import Settings
+
+
+def client_kwargs(settings: Settings) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {
+        "bootstrap_servers": settings.bootstrap,
+        "security_protocol": settings.kafka_security_protocol,
+    }
+    if settings.kafka_security_protocol in ("SSL", "SASL_SSL"):
+        from aiokafka.helpers import create_ssl_context
+
+        kwargs["ssl_context"] = create_ssl_context()
+    if settings.kafka_sasl_mechanism:
+        kwargs["sasl_mechanism"] = settings.kafka_sasl_mechanism
+        kwargs["sasl_plain_username"] = settings.kafka_sasl_username
+        if settings.kafka_sasl_password is not None:
+            kwargs["sasl_plain_password"] = settings.kafka_sasl_password.get_secret_value()
+    return kwargs

@@ -1,0 +1,142 @@
+"""Milvus adapter: the item collection (pk = product_id, 128-d vector, filterable fields).
+
+Synchronous pymilvus client; async callers run it in a thread (``asyncio.to_thread``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel
+from pymilvus import DataType, MilvusClient
+
+from schemas.events import Filters
+
+DIM = 128
+_VARCHAR = {"title": 1024, "coarse": 64, "fine": 64, "gender": 16, "model_version": 64}
+
+
+class ItemRow(BaseModel):
+    product_id: int
+    vector: list[float]
+    title: str
+    coarse: str
+    fine: str
+    gender: str
+    price: float
+    model_version: str
+
+
+class Hit(BaseModel):
+    product_id: int
+    score: float
+    title: str = ""
+    coarse: str = ""
+    fine: str = ""
+
+
+def _quote(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def filter_expr(filters: Filters | None, exclude: Sequence[int] = ()) -> str:
+    """Milvus boolean expression for request filters and already-seen items."""
+    parts: list[str] = []
+    if filters:
+        for field in ("coarse", "fine", "gender"):
+            value = getattr(filters, field)
+            if value:
+                parts.append(f"{field} == {_quote(value.lower())}")
+        if filters.price_min is not None:
+            parts.append(f"price >= {filters.price_min}")
+        if filters.price_max is not None:
+            parts.append(f"price <= {filters.price_max}")
+    if exclude:
+        parts.append(f"product_id not in [{', '.join(str(int(i)) for i in exclude)}]")
+    return " and ".join(parts)
+
+
+class VectorStore:
+    def __init__(
+        self,
+        uri: str,
+        collection: str,
+        token: str | None = None,
+        consistency: str = "Session",
+        connect_timeout_s: float = 60.0,
+    ) -> None:
+        self.collection = collection
+        self.consistency = consistency
+        self.client = self._connect(uri, token, connect_timeout_s)
+
+    @staticmethod
+    def _connect(uri: str, token: str | None, timeout_s: float) -> MilvusClient:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                return MilvusClient(uri=uri, token=token or "", timeout=10)
+            except Exception:  # the server may still be starting: retry until the deadline
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+
+    def ensure_collection(self) -> None:
+        if self.client.has_collection(self.collection):
+            self.client.load_collection(self.collection)  # a reopened collection must be loaded
+            return
+        schema = self.client.create_schema(auto_id=False, enable_dynamic_field=False)
+        schema.add_field("product_id", DataType.INT64, is_primary=True)
+        schema.add_field("vector", DataType.FLOAT_VECTOR, dim=DIM)
+        for name, length in _VARCHAR.items():
+            schema.add_field(name, DataType.VARCHAR, max_length=length)
+        schema.add_field("price", DataType.FLOAT)
+        index = self.client.prepare_index_params()
+        index.add_index(field_name="vector", index_type="AUTOINDEX", metric_type="IP")
+        self.client.create_collection(
+            self.collection, schema=schema, index_params=index, consistency_level=self.consistency
+        )
+        self.client.load_collection(self.collection)
+
+    def upsert(self, rows: Sequence[ItemRow]) -> None:
+        if rows:
+            self.client.upsert(self.collection, [r.model_dump() for r in rows])
+
+    def search(self, vector: np.ndarray, limit: int, expr: str = "") -> list[Hit]:
+        result = self.client.search(
+            self.collection,
+            data=[vector.astype(np.float32).tolist()],
+            limit=limit,
+            filter=expr,
+            output_fields=["title", "coarse", "fine"],
+            search_params={"metric_type": "IP"},
+            consistency_level=self.consistency,
+        )
+        return [
+            Hit(
+                product_id=h["id"],
+                score=float(h["distance"]),
+                **{k: h["entity"].get(k, "") for k in ("title", "coarse", "fine")},
+            )
+            for h in result[0]
+        ]
+
+    def get(self, ids: Sequence[int], with_vectors: bool = True) -> dict[int, dict[str, Any]]:
+        if not ids:
+            return {}
+        fields = ["product_id", "title", "coarse", "fine"] + (["vector"] if with_vectors else [])
+        rows = self.client.get(self.collection, ids=[int(i) for i in ids], output_fields=fields)
+        return {int(r["product_id"]): r for r in rows}
+
+    def count(self) -> int:
+        res = self.client.query(self.collection, filter="", output_fields=["count(*)"], consistency_level="Strong")
+        return int(res[0]["count(*)"])
+
+    def sample_ids(self, limit: int) -> list[int]:
+        rows = self.client.query(self.collection, filter="product_id >= 0", output_fields=["product_id"], limit=limit)
+        return [int(r["product_id"]) for r in rows]
+
+    def close(self) -> None:
+        self.client.close()

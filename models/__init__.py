@@ -1,0 +1,1 @@
+"""Torch models and their vocabularies. No Kafka, no Milvus here."""

@@ -1,0 +1,74 @@
+"""Turns enriched products into 128-d vectors: dual vocabulary -> tensors -> item tower."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from models.item_tower import ItemTower
+from models.tokenizer import title_ids
+from models.vocab import ReVocab, StdVocab, term
+from schemas.attributes import FlatAttributes
+
+MAX_STD_TOKENS = 48
+MAX_RE_TOKENS = 48
+
+
+class ItemInput(Protocol):
+    title: str
+    std: FlatAttributes
+    re: FlatAttributes
+    coarse: str
+    fine: str
+
+
+def _pad(rows: list[list[int]], limit: int) -> torch.Tensor:
+    width = max(1, min(limit, max((len(r) for r in rows), default=1)))
+    out = torch.zeros(len(rows), width, dtype=torch.long)
+    for i, row in enumerate(rows):
+        row = row[:width]
+        out[i, : len(row)] = torch.tensor(row, dtype=torch.long)
+    return out
+
+
+class ItemEncoder:
+    def __init__(self, tower: ItemTower, std_vocab: StdVocab, re_vocab: ReVocab, version: str) -> None:
+        self.tower = tower.eval()
+        self.std_vocab = std_vocab
+        self.re_vocab = re_vocab
+        self.version = version
+        self.tower.grow_re(self._rows_beyond_table())
+
+    def _rows_beyond_table(self) -> list[tuple[int, str]]:
+        start = self.tower.re_emb.num_embeddings
+        return [(i, t) for i, t in enumerate(self.re_vocab.tokens) if i >= start]
+
+    def register(self, re: FlatAttributes) -> list[str]:
+        """RE vocabulary expansion: unseen terms get ids (persisted) and embedding rows."""
+        _, new = self.re_vocab.encode(re, grow=True)
+        self.tower.grow_re([(self.re_vocab.lookup(t), t) for t in new])
+        return new
+
+    def std_tokens(self, item: ItemInput) -> list[int]:
+        # The category hierarchy enters as its own tokens so every item has coarse + fine.
+        std = {**item.std, "coarse": [item.coarse], "fine": [item.fine]}
+        return self.std_vocab.encode(std)
+
+    def re_tokens(self, item: ItemInput) -> list[int]:
+        ids = [self.re_vocab.lookup(term(k, v)) for k, vs in item.re.items() for v in vs]
+        return [i for i in ids if i != 0]
+
+    def tensors(self, items: Sequence[ItemInput]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        std = _pad([self.std_tokens(it) for it in items], MAX_STD_TOKENS)
+        re = _pad([self.re_tokens(it) for it in items], MAX_RE_TOKENS)
+        title = _pad([title_ids(it.title) for it in items], self.tower.cfg.max_title_tokens)
+        return std, re, title
+
+    @torch.inference_mode()
+    def encode(self, items: Sequence[ItemInput]) -> np.ndarray:
+        if not items:
+            return np.zeros((0, self.tower.cfg.out_dim), dtype=np.float32)
+        return self.tower(*self.tensors(items)).numpy().astype(np.float32)

@@ -1,0 +1,60 @@
+"""Runtime configuration, from TAILOR_* environment variables (pydantic-settings).
+
+Defaults describe the embedded runtime: a local noida-db broker and an embedded Milvus
+under ``data_dir``. Point ``kafka_bootstrap`` / ``milvus_uri`` at real servers to leave it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TAILOR_", env_file=".env", extra="ignore")
+
+    data_dir: Path = Path("var")
+    # Kafka: unset -> `tailor up` starts an embedded noida-db broker on kafka_port.
+    kafka_bootstrap: str | None = None
+    kafka_port: int = 19092
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: str | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    # Milvus: unset -> the embedded Milvus started by `tailor up` on milvus_port.
+    milvus_uri: str | None = None
+    milvus_port: int = 19531
+    milvus_token: SecretStr | None = None
+    collection: str = "tailor_items"
+
+    app_id: str = "tailor"
+    model_dir: Path | None = None
+    enricher: Literal["rules", "openai", "transformers"] = "rules"
+    sequence_length: int = Field(default=50, ge=1, le=1000)
+    request_timeout_s: float = Field(default=10.0, gt=0)
+    candidates: int = Field(default=100, ge=1, le=1000)
+    worker_web_port: int = 6066
+    log_level: str = "info"
+
+    @property
+    def bootstrap(self) -> str:
+        return self.kafka_bootstrap or f"127.0.0.1:{self.kafka_port}"
+
+    @property
+    def milvus(self) -> str:
+        return self.milvus_uri or f"http://127.0.0.1:{self.milvus_port}"
+
+    @property
+    def models_path(self) -> Path:
+        return self.model_dir or self.data_dir / "models"
+
+    @property
+    def vocab_path(self) -> Path:
+        return self.data_dir / "vocab" / "re_vocab.json"
+
+
+def load_settings() -> Settings:
+    return Settings()

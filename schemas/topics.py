@@ -1,0 +1,47 @@
+"""Every Kafka topic Tailor uses, in one place, with its partition count and key."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict
+
+
+class TopicSpec(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    partitions: int
+    key: str  # which entity id is the message key (ordering holds per key)
+
+
+# Interactions, requests and the user-sequence changelog must share one partition
+# count: faust co-partitions the table with the streams that read it (user_id key).
+USER_PARTITIONS = 4
+
+PRODUCTS_CREATED = TopicSpec(name="tailor.products.created", partitions=4, key="product_id")
+PRODUCTS_ENRICHED = TopicSpec(name="tailor.products.enriched", partitions=4, key="product_id")
+INTERACTIONS = TopicSpec(name="tailor.interactions", partitions=USER_PARTITIONS, key="user_id")
+# Requests are keyed by user_id (not request_id) so a request lands on the partition
+# that holds that user's sequence-table shard; replies are keyed by request_id.
+RECOMMEND_REQUESTS = TopicSpec(name="tailor.recommend.requests", partitions=USER_PARTITIONS, key="user_id")
+RECOMMEND_REPLIES = TopicSpec(name="tailor.recommend.replies", partitions=4, key="request_id")
+DEADLETTER = TopicSpec(name="tailor.deadletter", partitions=1, key="source_topic")
+MODELS_UPDATED = TopicSpec(name="tailor.models.updated", partitions=1, key="model_version")
+
+ALL_TOPICS: tuple[TopicSpec, ...] = (
+    PRODUCTS_CREATED,
+    PRODUCTS_ENRICHED,
+    INTERACTIONS,
+    RECOMMEND_REQUESTS,
+    RECOMMEND_REPLIES,
+    DEADLETTER,
+    MODELS_UPDATED,
+)
+
+# faust names the changelog of table T in app A "<A>-<T>-changelog"; it is created by
+# faust itself, but we create it up front so its partition count is right on brokers
+# that auto-create topics with one partition.
+USER_SEQUENCE_TABLE = "user-sequences"
+
+
+def changelog_topic(app_id: str, table: str = USER_SEQUENCE_TABLE) -> TopicSpec:
+    return TopicSpec(name=f"{app_id}-{table}-changelog", partitions=USER_PARTITIONS, key="user_id")

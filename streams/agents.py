@@ -1,0 +1,186 @@
+"""The worker's agents: products, interactions, recommendation requests.
+
+Each agent decodes raw bytes itself: a bad message becomes a DeadLetter (original bytes +
+reason) and the agent goes on. Effects are awaited (Milvus upsert, sends acknowledged)
+before an event is acked, and faust flushes the producer before it commits offsets.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+from typing import Any
+
+from faust.types import EventT, StreamT
+from pydantic import BaseModel
+
+from schemas.events import (
+    DeadLetter,
+    Interaction,
+    ProductCreated,
+    ProductEnriched,
+    RecommendReply,
+    RecommendRequest,
+)
+from streams.app import (
+    app,
+    deadletter,
+    interactions,
+    products_created,
+    products_enriched,
+    recommend_replies,
+    recommend_requests,
+    sequences,
+)
+from streams.deadletter import decode
+from streams.metrics import DEADLETTERS, EVENTS, RE_TERMS, REQUEST_SECONDS
+from streams.sequences import UserSequence
+from streams.services import Services
+
+log = logging.getLogger("tailor.agents")
+services: Services | None = None  # set by the worker entry point before the app starts
+
+
+def svc() -> Services:
+    if services is None:
+        raise RuntimeError("worker services not initialised (start the worker with `tailor worker`)")
+    return services
+
+
+async def _send(topic: Any, key: str, value: BaseModel) -> None:
+    # Await the delivery report: the effect must be durable before the event is acked.
+    await (await topic.send(key=key.encode(), value=value.model_dump_json().encode()))
+
+
+async def _dead(letter: DeadLetter) -> None:
+    log.warning(
+        "dead-letter %s@%s/%s: %s %s",
+        letter.source_topic,
+        letter.partition,
+        letter.offset,
+        letter.error,
+        letter.detail[:200],
+    )
+    DEADLETTERS.labels(letter.source_topic, letter.error).inc()
+    EVENTS.labels(letter.source_topic, "deadletter").inc()
+    await _send(deadletter, letter.source_topic, letter)
+
+
+def _decode(event: EventT, model: type[BaseModel]) -> Any:
+    msg = event.message
+    return decode(event.value, model, msg.topic, msg.partition, msg.offset, event.key)
+
+
+def _failure(event: EventT, error: str, exc: Exception) -> DeadLetter:
+    """A decoded event the pipeline could not handle for a reason of its own (not an outage)."""
+    msg = event.message
+    return DeadLetter(
+        source_topic=msg.topic,
+        partition=msg.partition,
+        offset=msg.offset,
+        key=event.key.decode("utf-8", "replace") if isinstance(event.key, bytes) else None,
+        error=error,
+        detail=f"{type(exc).__name__}: {exc}",
+        payload_b64=base64.b64encode(event.value or b"").decode(),
+    )
+
+
+@app.agent(products_created)
+async def on_products(stream: StreamT) -> None:
+    async for events in stream.take_events(64, within=0.05):
+        good: list[tuple[EventT, ProductCreated]] = []
+        for event in events:
+            item = _decode(event, ProductCreated)
+            if isinstance(item, DeadLetter):
+                await _dead(item)
+            else:
+                good.append((event, item))
+        for product in await _process_products(good):
+            RE_TERMS.inc(len(product.new_re_terms))
+            EVENTS.labels(products_created.get_topic_name(), "ok").inc()
+            await _send(products_enriched, str(product.product_id), product)
+
+
+async def _process_products(batch: list[tuple[EventT, ProductCreated]]) -> list[ProductEnriched]:
+    """The whole batch at once; if that fails (not an outage: those are retried inside),
+    one by one, so a single poison product goes to the dead-letter topic alone."""
+    if not batch:
+        return []
+    pipeline = svc().products
+    try:
+        return await pipeline.process([p for _, p in batch])
+    except Exception:  # noqa: BLE001
+        log.exception("product batch failed; retrying one by one")
+    done: list[ProductEnriched] = []
+    for event, product in batch:
+        try:
+            done.extend(await pipeline.process([product]))
+        except Exception as exc:  # noqa: BLE001
+            await _dead(_failure(event, "processing", exc))
+    return done
+
+
+@app.agent(interactions)
+async def on_interactions(stream: StreamT) -> None:
+    limit = svc().settings.sequence_length
+    async for event in stream.events():
+        item = _decode(event, Interaction)
+        if isinstance(item, Interaction) and (event.key or b"").decode("utf-8", "replace") != item.user_id:
+            # The table shard is chosen by the message key: a wrong key would file the
+            # click under another partition than the user's requests read.
+            item = _failure(event, "bad_key", ValueError(f"message key must be the user_id {item.user_id!r}"))
+        if isinstance(item, DeadLetter):
+            await _dead(item)
+            continue
+        raw = sequences.get(item.user_id)
+        seq = UserSequence.model_validate(raw) if raw else UserSequence()
+        if seq.add(item, limit):
+            sequences[item.user_id] = seq.model_dump(mode="json")
+            svc().popularity.add(item.product_id)
+        EVENTS.labels(event.message.topic, "ok").inc()
+
+
+def _request_id(raw: bytes | None) -> str | None:
+    """Best effort: the request_id of an invalid request, to answer it with an error."""
+    try:
+        data = json.loads(raw or b"")
+        rid = data.get("request_id") if isinstance(data, dict) else None
+        return rid if isinstance(rid, str) and 0 < len(rid) <= 128 else None
+    except (ValueError, UnicodeDecodeError):
+        return None
+
+
+@app.agent(recommend_requests, concurrency=4)
+async def on_requests(stream: StreamT) -> None:
+    async for event in stream.events():
+        req = _decode(event, RecommendRequest)
+        if isinstance(req, DeadLetter):
+            await _dead(req)
+            rid = _request_id(event.value)
+            if rid:  # tell the caller now instead of letting it time out
+                await _send(
+                    recommend_replies,
+                    rid,
+                    RecommendReply(
+                        request_id=rid, user_id="?", strategy="error", error=f"invalid request: {req.detail}"
+                    ),
+                )
+            continue
+        with REQUEST_SECONDS.time():
+            reply = await _answer(req)
+        await _send(recommend_replies, req.request_id, reply)
+
+
+async def _answer(req: RecommendRequest) -> RecommendReply:
+    s = svc()
+    if not s.popularity.built:
+        s.popularity.rebuild(UserSequence.model_validate(v) for v in sequences.values() if v)
+    raw = sequences.get(req.user_id)
+    try:
+        return await s.recommender.answer(req, UserSequence.model_validate(raw) if raw else None)
+    except Exception as exc:  # noqa: BLE001 - the caller gets an explicit error, the worker goes on
+        log.exception("request %s failed", req.request_id)
+        return RecommendReply(
+            request_id=req.request_id, user_id=req.user_id, strategy="error", error=f"{type(exc).__name__}: {exc}"
+        )

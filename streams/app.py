@@ -1,0 +1,74 @@
+"""The faust app: broker settings, topics (raw bytes: decoding and dead-lettering are
+ours) and the changelog-backed user-sequence table."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import faust
+
+from consumers.kafka import client_kwargs
+from schemas import topics
+from schemas.settings import Settings, load_settings
+
+
+def _credentials(settings: Settings) -> faust.types.auth.CredentialsT | None:
+    kwargs = client_kwargs(settings)
+    if settings.kafka_sasl_mechanism:
+        return faust.SASLCredentials(
+            username=kwargs.get("sasl_plain_username"),
+            password=kwargs.get("sasl_plain_password"),
+            ssl_context=kwargs.get("ssl_context"),
+            mechanism=settings.kafka_sasl_mechanism,
+        )
+    if "ssl_context" in kwargs:
+        return faust.SSLCredentials(kwargs["ssl_context"])
+    return None
+
+
+def create_app(settings: Settings) -> faust.App:
+    return faust.App(
+        settings.app_id,
+        broker=f"kafka://{settings.bootstrap}",
+        broker_credentials=_credentials(settings),
+        store="memory://",  # the changelog topic is the durable copy; recovery replays it
+        topic_partitions=topics.USER_PARTITIONS,
+        topic_replication_factor=1,
+        stream_wait_empty=False,  # else shutdown waits for buffers that never drain
+        reply_create_topic=True,
+        broker_session_timeout=30,
+        broker_commit_every=100,
+        broker_commit_interval=1.0,
+        consumer_auto_offset_reset="earliest",
+        web_enabled=False,
+        producer_acks=-1,
+    )
+
+
+settings = load_settings()
+app = create_app(settings)
+
+
+def raw_topic(spec: topics.TopicSpec) -> Any:
+    return app.topic(
+        spec.name,
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+        partitions=spec.partitions,
+    )
+
+
+products_created = raw_topic(topics.PRODUCTS_CREATED)
+products_enriched = raw_topic(topics.PRODUCTS_ENRICHED)
+interactions = raw_topic(topics.INTERACTIONS)
+recommend_requests = raw_topic(topics.RECOMMEND_REQUESTS)
+recommend_replies = raw_topic(topics.RECOMMEND_REPLIES)
+deadletter = raw_topic(topics.DEADLETTER)
+
+# user_id -> UserSequence (as a dict). Changelog-backed, so it survives a worker restart;
+# faust writes keys and values as JSON in the changelog.
+# (No key_type/value_type: with value_type=dict faust's changelog recovery fails on
+# ``dict.from_data``; untyped tables round-trip plain JSON.)
+sequences = app.Table(topics.USER_SEQUENCE_TABLE, default=None, partitions=topics.USER_PARTITIONS)

@@ -1,0 +1,64 @@
+"""The ``tailor`` command: ``up`` (embedded runtime + worker), ``worker``, ``topics``, ``demo``."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Annotated
+
+import typer
+
+from schemas.settings import load_settings
+
+cli = typer.Typer(help="Tailor: event-driven streaming recommender.", no_args_is_help=True, add_completion=False)
+
+
+@cli.command()
+def up(metrics_port: Annotated[int, typer.Option(help="serve Prometheus metrics here (0 = off)")] = 0) -> None:
+    """Start the embedded broker and Milvus (unless TAILOR_* point elsewhere), create the
+    topics, and run the worker in the foreground. Ctrl-C stops everything; data stays."""
+    from streams.runtime import EmbeddedRuntime
+    from streams.worker import run_worker
+
+    settings = load_settings()
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    with EmbeddedRuntime(settings):
+        run_worker(settings, metrics_port)
+
+
+@cli.command()
+def worker(metrics_port: int = 0) -> None:
+    """Run only the worker against the configured broker and Milvus."""
+    from streams.worker import run_worker
+
+    run_worker(load_settings(), metrics_port)
+
+
+@cli.command()
+def topics() -> None:
+    """Create the topics with their partition counts on the configured broker."""
+    from streams.runtime import ensure_topics
+
+    asyncio.run(ensure_topics(load_settings()))
+
+
+@cli.command()
+def demo(
+    catalog: Annotated[
+        str, typer.Option(help="catalog JSON/CSV file, glob or folder; default: the bundled sample")
+    ] = "sample",
+    users: Annotated[int, typer.Option(help="demo users to make up for a --catalog")] = 4,
+) -> None:
+    """Start the runtime, publish a catalog and clicks, print each user's recommendations,
+    then publish a brand-new product and time its first appearance in a similar user's list."""
+    from streams.demo import run_demo
+
+    raise typer.Exit(run_demo(load_settings(), catalog, users))
+
+
+def main() -> None:
+    cli()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,74 @@
+"""Product path: ProductCreated -> enrichment -> RE vocabulary growth -> item tower ->
+Milvus upsert (pk = product_id) -> ProductEnriched."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from consumers.enrichment import Enricher, Enrichment
+from consumers.vector_store import ItemRow, VectorStore
+from models.encoder import ItemEncoder
+from schemas.events import ProductCreated, ProductEnriched
+from streams.retry import with_backoff
+
+log = logging.getLogger("tailor.products")
+
+
+class ProductPipeline:
+    def __init__(self, enricher: Enricher, encoder: ItemEncoder, store: VectorStore) -> None:
+        self.enricher = enricher
+        self.encoder = encoder
+        self.store = store
+
+    async def _enrichment(self, product: ProductCreated) -> Enrichment:
+        given = product.attributes.re()
+        if given:  # the shop (or an upstream LLM) already sent RE attributes
+            return Enrichment(re=given, backend="source")
+        try:
+            return await self.enricher.enrich(product)
+        except Exception as exc:  # noqa: BLE001 - a backend failure must not lose the product
+            log.warning("enricher %s failed on product %s: %s", self.enricher.name, product.product_id, exc)
+            return Enrichment(re={}, backend="none", notes=[f"{self.enricher.name} failed: {exc}"])
+
+    async def enrich(self, product: ProductCreated) -> ProductEnriched:
+        found = await self._enrichment(product)
+        coarse, fine = product.attributes.category()
+        std = product.attributes.std()
+        return ProductEnriched(
+            product_id=product.product_id,
+            title=product.title,
+            description=product.description,
+            std=std,
+            re=found.re,
+            coarse=coarse,
+            fine=fine,
+            gender=(std.get("gender") or ["unisex"])[0].lower(),
+            price=product.price,
+            enricher=found.backend,
+            enrichment_notes=found.notes,
+            new_re_terms=self.encoder.register(found.re),
+            model_version=self.encoder.version,
+            created_at=product.created_at,
+        )
+
+    async def process(self, products: list[ProductCreated]) -> list[ProductEnriched]:
+        # The same product twice in one batch: the later event wins, one row is written.
+        latest = {p.product_id: p for p in products}
+        enriched = list(await asyncio.gather(*(self.enrich(p) for p in latest.values())))
+        vectors = self.encoder.encode(enriched)
+        rows = [
+            ItemRow(
+                product_id=e.product_id,
+                vector=v.tolist(),
+                title=e.title[:300],
+                coarse=e.coarse,
+                fine=e.fine,
+                gender=e.gender,
+                price=e.price or 0.0,
+                model_version=e.model_version,
+            )
+            for e, v in zip(enriched, vectors, strict=True)
+        ]
+        await with_backoff(lambda: asyncio.to_thread(self.store.upsert, rows), "milvus upsert")
+        return enriched

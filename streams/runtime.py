@@ -1,0 +1,178 @@
+"""The embedded runtime: a local Kafka-protocol broker (noida-db) and an embedded Milvus,
+as child processes with their data under ``data_dir``, plus topic creation.
+
+Either one is skipped when TAILOR_KAFKA_BOOTSTRAP / TAILOR_MILVUS_URI point elsewhere.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import TracebackType
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from consumers.kafka import client_kwargs
+from schemas import topics
+from schemas.settings import Settings
+
+log = logging.getLogger("tailor.runtime")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.2)
+        return s.connect_ex((host, port)) == 0
+
+
+def _bin(name: str) -> str:
+    here = Path(sys.executable).parent / name  # the venv's own copy first
+    found = str(here) if here.exists() else shutil.which(name)
+    if not found:
+        raise FileNotFoundError(f"{name} not found; install the project (pip install -e .)")
+    return found
+
+
+class ChildProcess:
+    """A server we start and own: output to a log file, stopped gently, then firmly."""
+
+    def __init__(self, name: str, argv: list[str], log_path: Path, env: dict[str, str] | None = None) -> None:
+        self.name, self.argv, self.log_path, self.env = name, argv, log_path, env
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        out = self.log_path.open("ab")
+        self.proc = subprocess.Popen(self.argv, stdout=out, stderr=subprocess.STDOUT, env=self.env)
+        out.close()
+
+    def wait_port(self, port: int, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not port_open(port):
+            if self.proc and self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}; see {self.log_path}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{self.name} did not open port {port} in {timeout_s}s; see {self.log_path}")
+            time.sleep(0.1)
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            self.proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+
+
+def broker_process(data_dir: Path, port: int) -> ChildProcess:
+    argv = [
+        _bin("noida-db"),
+        "start",
+        "--only",
+        "kafka",
+        "--kafka-port",
+        str(port),
+        "--data-dir",
+        str(data_dir / "kafka"),
+    ]
+    return ChildProcess("noida-db", argv, data_dir / "logs" / "broker.log")
+
+
+def milvus_process(data_dir: Path, port: int) -> ChildProcess:
+    """milvus-lite's C++ engine served over gRPC on loopback, so the worker, the retrain
+    job and the benchmarks can all open it (in-process it locks the file to one process)."""
+    # Located, not imported: milvus_lite's __init__ needs pkg_resources, which new setuptools lacks.
+    spec = importlib.util.find_spec("milvus_lite")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("milvus-lite is not installed")
+    lib = Path(next(iter(spec.submodule_search_locations))) / "lib"
+    db = (data_dir / "milvus" / "tailor.db").absolute()
+    db.parent.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "LD_LIBRARY_PATH": f"{lib}:{os.environ.get('LD_LIBRARY_PATH', '')}"}
+    argv = [str(lib / "milvus"), str(db), f"127.0.0.1:{port}", os.environ.get("TAILOR_MILVUS_LOG_LEVEL", "ERROR")]
+    return ChildProcess("milvus", argv, data_dir / "logs" / "milvus.log", env=env)
+
+
+async def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> None:
+    """Create every topic with its partition count (brokers may auto-create with 1)."""
+    wanted = [*topics.ALL_TOPICS, topics.changelog_topic(settings.app_id)]
+    admin = AIOKafkaAdminClient(**client_kwargs(settings), request_timeout_ms=int(timeout_s * 1000))
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            await admin.start()
+            break
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.3)
+    try:
+        existing = set(await admin.list_topics())
+        new = [NewTopic(t.name, t.partitions, 1) for t in wanted if t.name not in existing]
+        if new:
+            try:
+                await admin.create_topics(new)
+            except TopicAlreadyExistsError:
+                pass
+            log.info("created topics: %s", ", ".join(t.name for t in new))
+    finally:
+        await admin.close()
+
+
+class EmbeddedRuntime:
+    """Starts what the settings do not point elsewhere; a context manager that stops it."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.children: list[ChildProcess] = []
+
+    def start(self) -> EmbeddedRuntime:
+        s = self.settings
+        s.data_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            if s.kafka_bootstrap is None:
+                self._start(broker_process(s.data_dir, s.kafka_port), s.kafka_port, 60)
+            if s.milvus_uri is None:
+                self._start(milvus_process(s.data_dir, s.milvus_port), s.milvus_port, 60)
+            asyncio.run(ensure_topics(s))
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _start(self, child: ChildProcess, port: int, timeout_s: float) -> None:
+        if port_open(port):
+            raise RuntimeError(f"port {port} is busy: is another Tailor runtime running? ({child.name})")
+        child.start()
+        self.children.append(child)
+        child.wait_port(port, timeout_s)
+        log.info("%s ready on 127.0.0.1:%d", child.name, port)
+
+    def stop(self) -> None:
+        for child in reversed(self.children):
+            child.stop()
+        self.children.clear()
+
+    def __enter__(self) -> EmbeddedRuntime:
+        return self.start()
+
+    def __exit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
+        self.stop()
