@@ -105,23 +105,28 @@ class VectorStore:
             self.client.upsert(self.collection, [r.model_dump() for r in rows])
 
     def search(self, vector: np.ndarray, limit: int, expr: str = "") -> list[Hit]:
+        return self.search_many(vector[None, :], limit, expr)[0]
+
+    def search_many(self, vectors: np.ndarray, limit: int, expr: str = "") -> list[list[Hit]]:
+        """One ANN call for several query vectors (rows of ``vectors``)."""
         result = self.client.search(
             self.collection,
-            data=[vector.astype(np.float32).tolist()],
+            data=vectors.astype(np.float32).tolist(),
             limit=limit,
             filter=expr,
             output_fields=["title", "coarse", "fine"],
             search_params={"metric_type": "IP"},
             consistency_level=self.consistency,
         )
-        return [
-            Hit(
-                product_id=h["id"],
-                score=float(h["distance"]),
-                **{k: h["entity"].get(k, "") for k in ("title", "coarse", "fine")},
-            )
-            for h in result[0]
-        ]
+        return [[self._hit(h) for h in hits] for hits in result]
+
+    @staticmethod
+    def _hit(h: dict[str, Any]) -> Hit:
+        return Hit(
+            product_id=h["id"],
+            score=float(h["distance"]),
+            **{k: h["entity"].get(k, "") for k in ("title", "coarse", "fine")},
+        )
 
     def get(self, ids: Sequence[int], with_vectors: bool = True) -> dict[int, dict[str, Any]]:
         if not ids:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Protocol
 
@@ -34,22 +35,51 @@ def _pad(rows: list[list[int]], limit: int) -> torch.Tensor:
     return out
 
 
+def _words(text: str) -> set[str]:
+    return {w for w in re.split(r"[^a-z0-9]+", text.lower()) if len(w) > 1}
+
+
 class ItemEncoder:
-    def __init__(self, tower: ItemTower, std_vocab: StdVocab, re_vocab: ReVocab, version: str) -> None:
+    """``trained_terms``: how many RE ids the tower's weights were trained with; rows past
+    that are terms added at run time and are initialised from their trained siblings."""
+
+    def __init__(
+        self, tower: ItemTower, std_vocab: StdVocab, re_vocab: ReVocab, version: str, trained_terms: int | None = None
+    ) -> None:
         self.tower = tower.eval()
         self.std_vocab = std_vocab
         self.re_vocab = re_vocab
         self.version = version
-        self.tower.grow_re(self._rows_beyond_table())
+        self.trained_terms = len(re_vocab) if trained_terms is None else trained_terms
+        late = [(i, t) for i, t in enumerate(re_vocab.tokens) if i >= self.trained_terms]
+        self.tower.grow_re(late, self._sibling_rows(late))
 
-    def _rows_beyond_table(self) -> list[tuple[int, str]]:
-        start = self.tower.re_emb.num_embeddings
-        return [(i, t) for i, t in enumerate(self.re_vocab.tokens) if i >= start]
+    def _sibling_rows(self, new: list[tuple[int, str]]) -> dict[int, torch.Tensor]:
+        """A new term ``key=value`` starts as the mean of the trained rows of its key that
+        share a word with it ("fabric.feature=cashmere_heavy" <- "fabric.feature=cashmere_thick"),
+        else of all trained rows of its key; a new key keeps the text-hash start."""
+        if not new:
+            return {}
+        by_key: dict[str, list[tuple[int, set[str]]]] = {}
+        for i, token in enumerate(self.re_vocab.tokens[: self.trained_terms]):
+            key, _, value = token.partition("=")
+            by_key.setdefault(key, []).append((i, _words(value)))
+        weight = self.tower.re_emb.weight.detach()
+        rows: dict[int, torch.Tensor] = {}
+        for i, token in new:
+            key, _, value = token.partition("=")
+            siblings = by_key.get(key, [])
+            words = _words(value)
+            close = [j for j, w in siblings if w & words] or [j for j, _ in siblings]
+            if close:
+                rows[i] = weight[close].mean(0)
+        return rows
 
     def register(self, re: FlatAttributes) -> list[str]:
         """RE vocabulary expansion: unseen terms get ids (persisted) and embedding rows."""
         _, new = self.re_vocab.encode(re, grow=True)
-        self.tower.grow_re([(self.re_vocab.lookup(t), t) for t in new])
+        rows = [(self.re_vocab.lookup(t), t) for t in new]
+        self.tower.grow_re(rows, self._sibling_rows(rows))
         return new
 
     def std_tokens(self, item: ItemInput) -> list[int]:

@@ -33,7 +33,7 @@ class TowerConfig(BaseModel):
     dropout: float = 0.1
 
 
-def term_init(token: str, dim: int, scale: float = 0.1) -> torch.Tensor:
+def term_init(token: str, dim: int, scale: float = 1.0) -> torch.Tensor:
     """A fixed start vector for an RE term derived from its text, so a term gets the same
     row whatever id a worker gave it, and a restart reproduces the same vectors."""
     seed = int.from_bytes(hashlib.blake2b(token.encode(), digest_size=8).digest(), "little")
@@ -104,8 +104,9 @@ class ItemTower(nn.Module):
             nn.Linear(cfg.head_out, cfg.head_out), nn.GELU(), nn.Linear(cfg.head_out, cfg.out_dim)
         )
 
-    def grow_re(self, new_rows: list[tuple[int, str]]) -> None:
-        """Make room for newly assigned RE ids and initialise their rows from the term."""
+    def grow_re(self, new_rows: list[tuple[int, str]], init: dict[int, torch.Tensor] | None = None) -> None:
+        """Make room for newly assigned RE ids and initialise their rows: from ``init``
+        where given, else from the term's text hash."""
         if not new_rows:
             return
         need = max(i for i, _ in new_rows) + 1
@@ -119,7 +120,7 @@ class ItemTower(nn.Module):
             self.cfg = self.cfg.model_copy(update={"re_size": size})
         with torch.no_grad():
             for i, token in new_rows:
-                self.re_emb.weight[i] = term_init(token, self.cfg.dim)
+                self.re_emb.weight[i] = init[i] if init and i in init else term_init(token, self.cfg.dim)
 
     def _kv(self, re_ids: torch.Tensor, title_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         batch = re_ids.shape[0]

@@ -68,6 +68,14 @@ def initial_tower(seed: int = 0) -> ItemTower:
     return ItemTower(cfg).eval()
 
 
+def is_trained(model_dir: Path) -> bool:
+    version = latest_version(model_dir)
+    if version is None:
+        return False
+    manifest = Manifest.model_validate_json((model_dir / version / "manifest.json").read_text(encoding="utf-8"))
+    return manifest.trained
+
+
 def load_or_init(model_dir: Path) -> tuple[Manifest, ItemTower, Path]:
     version = latest_version(model_dir)
     if version is None:

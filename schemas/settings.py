@@ -51,9 +51,10 @@ class Settings(BaseSettings):
     def models_path(self) -> Path:
         return self.model_dir or self.data_dir / "models"
 
-    @property
-    def vocab_path(self) -> Path:
-        return self.data_dir / "vocab" / "re_vocab.json"
+    def vocab_file(self, model_version: str) -> Path:
+        """The worker's RE vocabulary log for one model version (its ids index that
+        version's embedding table)."""
+        return self.data_dir / "vocab" / f"re_vocab-{model_version}.jsonl"
 
 
 def load_settings() -> Settings:

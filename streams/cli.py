@@ -56,6 +56,29 @@ def demo(
     raise typer.Exit(run_demo(load_settings(), catalog, users))
 
 
+train = typer.Typer(help="Offline training jobs.", no_args_is_help=True)
+cli.add_typer(train, name="train")
+
+
+@train.command("item-tower")
+def train_item_tower(
+    data: Annotated[
+        str, typer.Option(help="catalog JSON/CSV file, glob or folder; 'sample' = the bundled one")
+    ] = "sample",
+    simcse_epochs: int = 30,
+    triplet_epochs: int = 30,
+    seed: int = 0,
+    version: Annotated[str | None, typer.Option(help="version name (default item-<utc time>)")] = None,
+) -> None:
+    """Train the item tower (SimCSE, then hierarchical triplet) and publish it as the
+    latest model version under TAILOR_MODEL_DIR, for workers to load."""
+    from models.train_item import TrainConfig
+    from streams.training import train_and_publish
+
+    cfg = TrainConfig(simcse_epochs=simcse_epochs, triplet_epochs=triplet_epochs, seed=seed)
+    train_and_publish(data, load_settings().models_path, cfg, version)
+
+
 def main() -> None:
     cli()
 

@@ -26,12 +26,13 @@ from rich.table import Table
 from consumers.kafka import client_kwargs
 from consumers.producer import TailorProducer
 from consumers.recommend_client import RecommendClient, RecommendTimeout
+from models import registry
 from schemas import topics
 from schemas.events import Interaction, ProductCreated, ProductEnriched, Profile, RecommendReply
 from schemas.settings import Settings
 from streams.catalog import SAMPLE, load_catalog, sample_file
 
-console = Console()
+console = Console(width=None if sys.stdout.isatty() else 140)
 
 
 class DemoUser(BaseModel):
@@ -259,6 +260,14 @@ async def _cold_start(
 
 
 def run_demo(settings: Settings, catalog: str, n_users: int) -> int:
+    if not registry.is_trained(settings.models_path):
+        # The first run trains the item tower on the catalog it is about to publish (the
+        # new product of the cold-start step is not in it), so vectors mean something.
+        from models.train_item import TrainConfig
+        from streams.training import train_and_publish
+
+        console.rule("no trained item tower yet: training one on the demo catalog")
+        train_and_publish(catalog, settings.models_path, TrainConfig())
     worker = Worker(settings)
     try:
         return asyncio.run(_flow(settings, catalog, n_users, worker))

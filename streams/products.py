@@ -15,42 +15,50 @@ from streams.retry import with_backoff
 log = logging.getLogger("tailor.products")
 
 
+async def enrichment_of(product: ProductCreated, enricher: Enricher) -> Enrichment:
+    """RE attributes for a product: the ones it came with, else the enricher's."""
+    given = product.attributes.re()
+    if given:  # the shop (or an upstream LLM) already sent RE attributes
+        return Enrichment(re=given, backend="source")
+    try:
+        return await enricher.enrich(product)
+    except Exception as exc:  # noqa: BLE001 - a backend failure must not lose the product
+        log.warning("enricher %s failed on product %s: %s", enricher.name, product.product_id, exc)
+        return Enrichment(re={}, backend="none", notes=[f"{enricher.name} failed: {exc}"])
+
+
+def to_enriched(
+    product: ProductCreated, found: Enrichment, new_terms: list[str] | None = None, version: str = ""
+) -> ProductEnriched:
+    coarse, fine = product.attributes.category()
+    std = product.attributes.std()
+    return ProductEnriched(
+        product_id=product.product_id,
+        title=product.title,
+        description=product.description,
+        std=std,
+        re=found.re,
+        coarse=coarse,
+        fine=fine,
+        gender=(std.get("gender") or ["unisex"])[0].lower(),
+        price=product.price,
+        enricher=found.backend,
+        enrichment_notes=found.notes,
+        new_re_terms=new_terms or [],
+        model_version=version,
+        created_at=product.created_at,
+    )
+
+
 class ProductPipeline:
     def __init__(self, enricher: Enricher, encoder: ItemEncoder, store: VectorStore) -> None:
         self.enricher = enricher
         self.encoder = encoder
         self.store = store
 
-    async def _enrichment(self, product: ProductCreated) -> Enrichment:
-        given = product.attributes.re()
-        if given:  # the shop (or an upstream LLM) already sent RE attributes
-            return Enrichment(re=given, backend="source")
-        try:
-            return await self.enricher.enrich(product)
-        except Exception as exc:  # noqa: BLE001 - a backend failure must not lose the product
-            log.warning("enricher %s failed on product %s: %s", self.enricher.name, product.product_id, exc)
-            return Enrichment(re={}, backend="none", notes=[f"{self.enricher.name} failed: {exc}"])
-
     async def enrich(self, product: ProductCreated) -> ProductEnriched:
-        found = await self._enrichment(product)
-        coarse, fine = product.attributes.category()
-        std = product.attributes.std()
-        return ProductEnriched(
-            product_id=product.product_id,
-            title=product.title,
-            description=product.description,
-            std=std,
-            re=found.re,
-            coarse=coarse,
-            fine=fine,
-            gender=(std.get("gender") or ["unisex"])[0].lower(),
-            price=product.price,
-            enricher=found.backend,
-            enrichment_notes=found.notes,
-            new_re_terms=self.encoder.register(found.re),
-            model_version=self.encoder.version,
-            created_at=product.created_at,
-        )
+        found = await enrichment_of(product, self.enricher)
+        return to_enriched(product, found, self.encoder.register(found.re), self.encoder.version)
 
     async def process(self, products: list[ProductCreated]) -> list[ProductEnriched]:
         # The same product twice in one batch: the later event wins, one row is written.

@@ -30,10 +30,10 @@ class Services:
     popularity: Popularity
 
 
-def _runtime_vocab(settings: Settings, snapshot: Path) -> ReVocab:
+def _runtime_vocab(settings: Settings, version: str, snapshot: Path) -> ReVocab:
     """The worker's RE vocabulary: the model version's snapshot, then every term the
     worker has added since (the runtime log starts as a copy of the snapshot)."""
-    path = settings.vocab_path
+    path = settings.vocab_file(version)
     if not path.exists():
         ReVocab(snapshot).copy_to(path)
     return ReVocab(path)
@@ -41,7 +41,9 @@ def _runtime_vocab(settings: Settings, snapshot: Path) -> ReVocab:
 
 def build(settings: Settings) -> Services:
     manifest, tower, vocab_snapshot = registry.load_or_init(settings.models_path)
-    encoder = ItemEncoder(tower, StdVocab.default(), _runtime_vocab(settings, vocab_snapshot), manifest.version)
+    runtime_vocab = _runtime_vocab(settings, manifest.version, vocab_snapshot)
+    trained_terms = len(ReVocab(vocab_snapshot)) if vocab_snapshot.exists() else 2
+    encoder = ItemEncoder(tower, StdVocab.default(), runtime_vocab, manifest.version, trained_terms)
     token = settings.milvus_token.get_secret_value() if settings.milvus_token else None
     store = VectorStore(settings.milvus, settings.collection, token=token)
     store.ensure_collection()

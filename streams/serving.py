@@ -41,6 +41,19 @@ def context_item(text: str) -> ProductEnriched:
     )
 
 
+RECENT_QUERIES = 4
+
+
+def merge_hits(results: list[list[Hit]], limit: int) -> list[Hit]:
+    """Union of several queries' hits; an item keeps its best score."""
+    best: dict[int, Hit] = {}
+    for hits in results:
+        for hit in hits:
+            if hit.product_id not in best or hit.score > best[hit.product_id].score:
+                best[hit.product_id] = hit
+    return sorted(best.values(), key=lambda h: -h.score)[:limit]
+
+
 def _matches(row: dict[str, Any], filters: Filters | None) -> bool:
     if filters is None:
         return True
@@ -72,7 +85,8 @@ class Recommender:
         else:
             t1 = clock()
             expr = filter_expr(req.filters, sorted(seen))
-            hits = await asyncio.to_thread(self.store.search, query, self.candidates, expr)
+            results = await asyncio.to_thread(self.store.search_many, query, self.candidates, expr)
+            hits = merge_hits(results, self.candidates)
             timings["ann_ms"] = (clock() - t1) * 1000
             t2 = clock()
             items = await self._rerank(req, query, hits, history_rows, strategy)
@@ -96,9 +110,16 @@ class Recommender:
             if known:
                 vecs = np.array([rows[it.product_id]["vector"] for it in known], dtype=np.float32)
                 weights = np.array([KIND_WEIGHT.get(it.kind, 1.0) for it in known])
-                return sequence_vector(vecs, weights), "sequence", rows
+                # Multi-interest: the recency-weighted mean plus the latest distinct items,
+                # so a user of coats AND sweaters is not reduced to their average.
+                recent = list(dict.fromkeys(it.product_id for it in reversed(known)))[:RECENT_QUERIES]
+                queries = [
+                    sequence_vector(vecs, weights),
+                    *(np.asarray(rows[p]["vector"], dtype=np.float32) for p in recent),
+                ]
+                return np.stack(queries), "sequence", rows
         if req.context and req.context.strip():
-            return self.encoder.encode([context_item(req.context)])[0], "context", {}
+            return self.encoder.encode([context_item(req.context)]), "context", {}
         return None, "popular", {}
 
     async def _rerank(

@@ -240,7 +240,7 @@ async def test_new_re_terms_get_ids_that_survive_a_restart(stack: Stack, produce
     await producer.publish_product(product(7001, "jacket", "Green", re=term))
     first = (await enriched(stack, {7001}))[7001]
     assert first.new_re_terms == ["fabric.feature=gorpcore_ripstop_technical"]
-    vocab_file = stack.settings.vocab_path
+    vocab_file = stack.settings.vocab_file(first.model_version)
     assert "gorpcore_ripstop_technical" in vocab_file.read_text()
 
     await stack.restart()
