@@ -1,0 +1,98 @@
+"""Units of the stream side that need no broker: decoding, dead letters, sequences, rules."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from datetime import UTC, datetime, timedelta
+
+from consumers.enrichment import RulesEnricher
+from consumers.enrichment.rules import text_to_std
+from consumers.vector_store import Hit, filter_expr
+from schemas.events import DeadLetter, Filters, Interaction, ProductCreated
+from schemas.limits import MAX_MESSAGE_BYTES
+from streams.catalog import load_catalog
+from streams.deadletter import decode
+from streams.sequences import Popularity, UserSequence
+from streams.serving import context_item, merge_hits
+from tests.factories import product
+
+
+def test_decode_good_and_bad() -> None:
+    good = product(1).model_dump_json().encode()
+    assert isinstance(decode(good, ProductCreated, "t"), ProductCreated)
+    cases = {
+        b"": "empty",
+        b"{oops": "invalid_json",
+        b"\xff\xfe": "invalid_json",
+        b"[1,2]": "schema",
+        b'{"product_id": "x"}': "schema",
+        b" " * (MAX_MESSAGE_BYTES + 1): "too_large",
+    }
+    for raw, error in cases.items():
+        letter = decode(raw, ProductCreated, "topic-a", 2, 17, b"key")
+        assert isinstance(letter, DeadLetter) and letter.error == error, raw[:20]
+        assert base64.b64decode(letter.payload_b64) == raw and letter.offset == 17 and letter.key == "key"
+
+
+def test_sequence_dedupes_orders_and_bounds() -> None:
+    seq = UserSequence()
+    t = datetime.now(UTC)
+    late = Interaction(event_id="b", user_id="u", product_id=2, ts=t)
+    early = Interaction(event_id="a", user_id="u", product_id=1, ts=t - timedelta(minutes=1))
+    assert seq.add(late, 50) and seq.add(early, 50) and not seq.add(late, 50)
+    assert seq.product_ids() == [1, 2]
+    for i in range(10):
+        seq.add(Interaction(event_id=f"e{i}", user_id="u", product_id=10 + i, ts=t + timedelta(seconds=i)), 5)
+    assert seq.product_ids() == [15, 16, 17, 18, 19]
+
+
+def test_popularity_counts_after_rebuild() -> None:
+    pop = Popularity()
+    pop.add(1)  # ignored until built from the table
+    seq = UserSequence()
+    seq.add(Interaction(user_id="u", product_id=7), 50)
+    pop.rebuild([seq, seq])
+    pop.add(8)
+    assert pop.top(5, exclude=set()) == [(7, 2), (8, 1)]
+    assert pop.top(5, exclude={7}) == [(8, 1)]
+
+
+def test_rules_enricher_reads_text_and_std() -> None:
+    p = product(1, "pants", "Blue", title="Blue High-Rise Wide-Leg Denim Jeans", pants_silhouette="wide")
+    found = asyncio.run(RulesEnricher().enrich(p))
+    assert found.re["silhouette.shape"] == ["A-line / Wide"] and found.re["fabric.feature"] == ["Denim_Normal"]
+    assert found.re["category"] == ["relaxed_denim_pants"] and found.backend == "rules"
+    assert text_to_std("black wool coat for women in winter") == {
+        "category": ["01outer_01coat"],
+        "color": ["Black"],
+        "gender": ["woman"],
+        "season": ["winter"],
+    }
+    assert "men" not in text_to_std("women").get("gender", [""])[0].replace("woman", "")
+
+
+def test_context_text_becomes_a_pseudo_item() -> None:
+    item = context_item("navy linen shirt for summer")
+    assert item.fine == "shirt" and item.std["color"] == ["Navy"] and item.re["fabric.feature"] == ["Linen_Normal"]
+    assert context_item("something vague").fine == "unknown"
+
+
+def test_filter_expression_quotes_and_excludes() -> None:
+    expr = filter_expr(Filters(fine='co"at', gender="Woman", price_max=100), [3, 1])
+    assert expr == 'fine == "co\\"at" and gender == "woman" and price <= 100.0 and product_id not in [3, 1]'
+    assert filter_expr(None) == ""
+
+
+def test_merge_keeps_best_score_per_item() -> None:
+    a = [Hit(product_id=1, score=0.5), Hit(product_id=2, score=0.4)]
+    b = [Hit(product_id=1, score=0.9), Hit(product_id=3, score=0.1)]
+    assert [(h.product_id, h.score) for h in merge_hits([a, b], 2)] == [(1, 0.9), (2, 0.4)]
+
+
+def test_sample_catalog_is_valid_and_realistic() -> None:
+    products = list(load_catalog())
+    assert len(products) == 200 and len({p.product_id for p in products}) == 200
+    assert len({p.attributes.category() for p in products}) == 13
+    with_re = sum(1 for p in products if p.attributes.re())
+    assert 0.5 < with_re / 200 < 0.9
