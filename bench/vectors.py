@@ -1,0 +1,45 @@
+"""Real item vectors for the benchmarks: catalogs -> rules enrichment -> the current item
+tower (TAILOR_MODEL_DIR's LATEST, or the untrained seed-0 tower)."""
+
+from __future__ import annotations
+
+import asyncio
+import glob
+from pathlib import Path
+
+import numpy as np
+
+from models import registry
+from models.encoder import ItemEncoder
+from models.vocab import ReVocab, StdVocab
+from schemas.events import ProductEnriched
+from schemas.settings import Settings
+from streams.training import enrich_catalog
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+KFASHION = str(SHARED / "kfashion-seed" / "*.json")
+
+
+def catalogs() -> list[str]:
+    """The bundled sample, plus the kfashion seed where ../shared/data is present."""
+    return ["sample", *([KFASHION] if glob.glob(KFASHION) else [])]
+
+
+def item_vectors(settings: Settings) -> tuple[list[ProductEnriched], np.ndarray, str]:
+    items = [it for path in catalogs() for it in asyncio.run(enrich_catalog(path))]
+    manifest, tower, snapshot = registry.load_or_init(settings.models_path)
+    vocab = ReVocab(snapshot)
+    vocab.path = None  # grow in memory only: the model's snapshot stays as it was shipped
+    encoder = ItemEncoder(tower, StdVocab.default(), vocab, manifest.version)
+    for it in items:
+        encoder.register(it.re)
+    return items, encoder.encode(items), manifest.version
+
+
+def variants(base: np.ndarray, n: int, sigma: float, seed: int = 0) -> np.ndarray:
+    """``n`` vectors: the real ones, then perturbed copies of them (catalog variants),
+    L2-normalised; keeps the clustered shape real catalogs have, unlike uniform noise."""
+    rng = np.random.default_rng(seed)
+    idx = np.arange(n) % len(base)
+    out = base[idx] + np.where(np.arange(n)[:, None] < len(base), 0.0, rng.normal(0, sigma, (n, base.shape[1])))
+    return (out / np.linalg.norm(out, axis=1, keepdims=True)).astype(np.float32)
