@@ -3,21 +3,18 @@ tower (TAILOR_MODEL_DIR's LATEST, or the untrained seed-0 tower)."""
 
 from __future__ import annotations
 
-import asyncio
 import glob
-from pathlib import Path
 
 import numpy as np
 
 from models import registry
 from models.encoder import ItemEncoder
-from models.vocab import ReVocab, StdVocab
+from models.vocab import ReVocab
 from schemas.events import ProductEnriched
 from schemas.settings import Settings
-from streams.training import enrich_catalog
+from streams.datasets import SHARED_DATA, catalog_items
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-KFASHION = str(SHARED / "kfashion-seed" / "*.json")
+KFASHION = str(SHARED_DATA / "kfashion-seed" / "*.json")
 
 
 def catalogs() -> list[str]:
@@ -26,14 +23,14 @@ def catalogs() -> list[str]:
 
 
 def item_vectors(settings: Settings) -> tuple[list[ProductEnriched], np.ndarray, str]:
-    items = [it for path in catalogs() for it in asyncio.run(enrich_catalog(path))]
-    manifest, tower, snapshot = registry.load_or_init(settings.models_path)
-    vocab = ReVocab(snapshot)
+    items = [it for path in catalogs() for it in catalog_items(path)]
+    model = registry.load_or_init(settings.models_path)
+    vocab = ReVocab(model.re_vocab_path)
     vocab.path = None  # grow in memory only: the model's snapshot stays as it was shipped
-    encoder = ItemEncoder(tower, StdVocab.default(), vocab, manifest.version)
+    encoder = ItemEncoder(model.tower, model.std_vocab, vocab, model.manifest.version)
     for it in items:
         encoder.register(it.re)
-    return items, encoder.encode(items), manifest.version
+    return items, encoder.encode(items), model.manifest.version
 
 
 def variants(base: np.ndarray, n: int, sigma: float, seed: int = 0) -> np.ndarray:

@@ -5,6 +5,7 @@ version workers load."""
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -31,17 +32,30 @@ class Manifest(BaseModel):
     metrics: dict[str, float] = Field(default_factory=dict)
 
 
+@dataclass
+class Artifact:
+    """One loaded model version: what the worker needs to embed products."""
+
+    manifest: Manifest
+    tower: ItemTower
+    std_vocab: StdVocab
+    re_vocab_path: Path  # the RE vocabulary snapshot the tower's table was trained with
+
+
 def _write_atomic(path: Path, text: str) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
 
 
-def save(model_dir: Path, manifest: Manifest, tower: ItemTower, re_vocab: ReVocab) -> Path:
+def save(model_dir: Path, manifest: Manifest, tower: ItemTower, std_vocab: StdVocab, re_vocab: ReVocab) -> Path:
     target = model_dir / manifest.version
     target.mkdir(parents=True, exist_ok=True)
     manifest = manifest.model_copy(update={"tower": tower.cfg})
-    save_file({k: v.contiguous() for k, v in tower.state_dict().items()}, str(target / "item_tower.safetensors"))
+    weights = target / "item_tower.safetensors"
+    save_file({k: v.contiguous() for k, v in tower.state_dict().items()}, str(weights) + ".tmp")
+    os.replace(str(weights) + ".tmp", weights)
+    std_vocab.save(target / "std_vocab.json")
     re_vocab.copy_to(target / "re_vocab.jsonl")
     _write_atomic(target / "manifest.json", manifest.model_dump_json(indent=2))
     _write_atomic(model_dir / "LATEST", manifest.version)  # last: readers see a complete version
@@ -53,12 +67,14 @@ def latest_version(model_dir: Path) -> str | None:
     return marker.read_text(encoding="utf-8").strip() if marker.exists() else None
 
 
-def load(model_dir: Path, version: str) -> tuple[Manifest, ItemTower, Path]:
+def load(model_dir: Path, version: str) -> Artifact:
     target = model_dir / version
     manifest = Manifest.model_validate_json((target / "manifest.json").read_text(encoding="utf-8"))
     tower = ItemTower(manifest.tower)
     tower.load_state_dict(load_file(str(target / "item_tower.safetensors")))
-    return manifest, tower.eval(), target / "re_vocab.jsonl"
+    std_file = target / "std_vocab.json"
+    std_vocab = StdVocab.load(std_file) if std_file.exists() else StdVocab.default()
+    return Artifact(manifest, tower.eval(), std_vocab, target / "re_vocab.jsonl")
 
 
 def initial_tower(seed: int = 0) -> ItemTower:
@@ -76,11 +92,11 @@ def is_trained(model_dir: Path) -> bool:
     return manifest.trained
 
 
-def load_or_init(model_dir: Path) -> tuple[Manifest, ItemTower, Path]:
+def load_or_init(model_dir: Path) -> Artifact:
     version = latest_version(model_dir)
     if version is None:
         tower = initial_tower()
         manifest = Manifest(version=INITIAL_VERSION, tower=tower.cfg, notes="untrained, seed 0")
-        save(model_dir, manifest, tower, ReVocab())
+        save(model_dir, manifest, tower, StdVocab.default(), ReVocab())
         version = INITIAL_VERSION
     return load(model_dir, version)

@@ -10,7 +10,9 @@ one coarse category; triplet margin loss with a miner for hard negatives on the 
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -55,9 +57,22 @@ def _seed_all(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def new_tower(std_vocab: StdVocab, re_vocab: ReVocab) -> ItemTower:
+@dataclass
+class TrainedTower:
+    """A trained tower with the two vocabularies its tables index (ship them together)."""
+
+    tower: ItemTower
+    std_vocab: StdVocab
+    re_vocab: ReVocab
+    history: TrainHistory
+
+    def encoder(self, version: str = "eval") -> ItemEncoder:
+        return ItemEncoder(self.tower, self.std_vocab, self.re_vocab, version)
+
+
+def new_tower(std_vocab: StdVocab, re_vocab: ReVocab, tower_cls: type[ItemTower] = ItemTower) -> ItemTower:
     cfg = TowerConfig(std_size=len(std_vocab), re_size=len(re_vocab) + 64, title_size=title_vocab_size())
-    tower = ItemTower(cfg)
+    tower = tower_cls(cfg)
     tower.grow_re([(i, t) for i, t in enumerate(re_vocab.tokens) if i >= 2])  # rows from term text
     return tower
 
@@ -135,19 +150,28 @@ def _triplet(
     return history
 
 
-def train_item_tower(
-    items: Sequence[ItemInput], cfg: TrainConfig | None = None, log: Callable[[str], None] = print
-) -> tuple[ItemTower, ReVocab, TrainHistory]:
-    """Train from enriched items; returns the tower, the RE vocabulary it was trained
-    with (ship both together) and the loss history."""
-    import time
-
-    cfg = cfg or TrainConfig()
-    gen = _seed_all(cfg.seed)
-    std_vocab, re_vocab = StdVocab.default(), ReVocab()
+def training_vocabs(items: Sequence[ItemInput]) -> tuple[StdVocab, ReVocab]:
+    """The default STD vocabulary extended with the catalog's STD values (and its category
+    hierarchy), and an RE vocabulary of every term the catalog uses."""
+    blocks = [{**it.std, "coarse": [it.coarse], "fine": [it.fine]} for it in items]
+    std_vocab, re_vocab = StdVocab.default().extended(blocks), ReVocab()
     for it in items:
         re_vocab.encode(it.re, grow=True)
-    tower = new_tower(std_vocab, re_vocab)
+    return std_vocab, re_vocab
+
+
+def train_item_tower(
+    items: Sequence[ItemInput],
+    cfg: TrainConfig | None = None,
+    log: Callable[[str], None] = print,
+    tower_cls: type[ItemTower] = ItemTower,
+) -> TrainedTower:
+    """Train from enriched items (stage 1 SimCSE, then stage 2 hierarchical triplet).
+    ``tower_cls`` swaps the architecture (the benchmark's ablations) under the same recipe."""
+    cfg = cfg or TrainConfig()
+    gen = _seed_all(cfg.seed)
+    std_vocab, re_vocab = training_vocabs(items)
+    tower = new_tower(std_vocab, re_vocab, tower_cls)
     enc = ItemEncoder(tower, std_vocab, re_vocab, "training")
     tower.train()
     t0 = time.perf_counter()
@@ -157,4 +181,4 @@ def train_item_tower(
     if cfg.triplet_epochs and len({it.fine for it in items}) > 1:
         history.triplet = _triplet(enc, items, cfg, gen, log)
     history.seconds = time.perf_counter() - t0
-    return tower.eval(), re_vocab, history
+    return TrainedTower(tower.eval(), std_vocab, re_vocab, history)

@@ -35,22 +35,57 @@ def is_token_key(key: str) -> bool:
     return not key.startswith(_NON_TOKEN_PREFIXES)
 
 
+STD_VOCAB_FORMAT = "tailor.std_vocab"
+
+
 class StdVocab:
-    """Fixed STD vocabulary: key-aware ids into one shared embedding table."""
+    """Fixed STD vocabulary: key-aware ids into one shared embedding table.
+
+    "Fixed" means it never grows at run time: it is the default domain vocabulary
+    (``std_vocab.json``) extended once, at training time, with the STD values of the
+    training catalog (H&M product types, MovieLens genres ...), and shipped with the model
+    version whose embedding table it indexes. Unseen values map to ``key=<unk>``."""
 
     def __init__(self, keys: dict[str, list[str]]) -> None:
         tokens = list(_RESERVED)
         for key, values in keys.items():
             tokens.append(term(key, "<unk>"))
-            tokens.extend(term(key, v) for v in values)
+            tokens.extend(dict.fromkeys(term(key, v) for v in values))
         self.tokens = tokens
         self._ids = {t: i for i, t in enumerate(tokens)}
+        self.values = {k: list(v) for k, v in keys.items()}
         self.keys = frozenset(k.lower() for k in keys)
 
     @classmethod
     def default(cls) -> StdVocab:
         text = resources.files("models").joinpath("std_vocab.json").read_text(encoding="utf-8")
         return cls(json.loads(text)["keys"])
+
+    @classmethod
+    def load(cls, path: Path) -> StdVocab:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if data.get("format") != STD_VOCAB_FORMAT:
+            raise ValueError(f"{path}: not a {STD_VOCAB_FORMAT} file")
+        return cls(data["keys"])
+
+    def save(self, path: Path) -> None:
+        doc = {"format": STD_VOCAB_FORMAT, "version": 1, "keys": self.values}
+        path.write_text(json.dumps(doc, ensure_ascii=False, indent=1), encoding="utf-8")
+
+    def extended(self, blocks: Iterable[FlatAttributes], min_count: int = 2) -> StdVocab:
+        """This vocabulary plus the values seen at least ``min_count`` times in ``blocks``
+        (rarer ones stay ``<unk>``: one-off values would get an untrainable row)."""
+        counts: dict[tuple[str, str], int] = {}
+        for attrs in blocks:
+            for key, values in attrs.items():
+                if is_token_key(key):
+                    for v in values:
+                        counts[(key.lower(), v.lower())] = counts.get((key.lower(), v.lower()), 0) + 1
+        keys = {k: list(v) for k, v in self.values.items()}
+        for (key, value), n in sorted(counts.items()):
+            if n >= min_count and term(key, value) not in self._ids:
+                keys.setdefault(key, []).append(value)
+        return StdVocab(keys)
 
     def __len__(self) -> int:
         return len(self.tokens)

@@ -63,7 +63,10 @@ cli.add_typer(train, name="train")
 @train.command("item-tower")
 def train_item_tower(
     data: Annotated[
-        str, typer.Option(help="catalog JSON/CSV file, glob or folder; 'sample' = the bundled one")
+        str,
+        typer.Option(
+            help="'sample' (bundled), 'kfashion' / 'hm' / 'movielens' (../shared/data), or a catalog JSON/CSV path/glob"
+        ),
     ] = "sample",
     simcse_epochs: int = 30,
     triplet_epochs: int = 30,

@@ -26,6 +26,7 @@ from rich.table import Table
 from consumers.kafka import client_kwargs
 from consumers.producer import TailorProducer
 from consumers.recommend_client import RecommendClient, RecommendTimeout
+from consumers.vector_store import VectorStore
 from models import registry
 from schemas import topics
 from schemas.events import Interaction, ProductCreated, ProductEnriched, Profile, RecommendReply
@@ -182,6 +183,7 @@ async def _flow(settings: Settings, catalog: str, n_users: int, worker: Worker) 
                 _show(
                     user, await client.recommend(user.user_id, k=8, context=user.context, profile=user.profile), titles
                 )
+            new_product = await asyncio.to_thread(_unused_id, settings, new_product)
             return await _cold_start(producer, client, watcher, users, new_product, products)
     finally:
         await watcher.stop()
@@ -213,6 +215,19 @@ async def _wait_sequences(client: RecommendClient, users: list[DemoUser], timeou
             if time.monotonic() > deadline:
                 raise TimeoutError(f"clicks of {user.user_id} not in the sequence table after {timeout_s}s")
             await asyncio.sleep(0.1)
+
+
+def _unused_id(settings: Settings, product: ProductCreated) -> ProductCreated:
+    """An earlier demo run (data stays in var/) already indexed the new product: give it
+    the next free id, so the cold-start timing is for a product Milvus has never seen."""
+    store = VectorStore(settings.milvus, settings.collection)
+    try:
+        pid = product.product_id
+        while store.get([pid], with_vectors=False):
+            pid += 1
+    finally:
+        store.close()
+    return product.model_copy(update={"product_id": pid})
 
 
 def _target_user(users: list[DemoUser], new_product: ProductCreated, products: list[ProductCreated]) -> DemoUser:

@@ -11,7 +11,7 @@ from consumers.enrichment import make_enricher
 from consumers.vector_store import VectorStore
 from models import registry
 from models.encoder import ItemEncoder
-from models.vocab import ReVocab, StdVocab
+from models.vocab import ReVocab
 from schemas.settings import Settings
 from streams.products import ProductPipeline
 from streams.sequences import Popularity
@@ -40,10 +40,11 @@ def _runtime_vocab(settings: Settings, version: str, snapshot: Path) -> ReVocab:
 
 
 def build(settings: Settings) -> Services:
-    manifest, tower, vocab_snapshot = registry.load_or_init(settings.models_path)
+    model = registry.load_or_init(settings.models_path)
+    manifest, vocab_snapshot = model.manifest, model.re_vocab_path
     runtime_vocab = _runtime_vocab(settings, manifest.version, vocab_snapshot)
     trained_terms = len(ReVocab(vocab_snapshot)) if vocab_snapshot.exists() else 2
-    encoder = ItemEncoder(tower, StdVocab.default(), runtime_vocab, manifest.version, trained_terms)
+    encoder = ItemEncoder(model.tower, model.std_vocab, runtime_vocab, manifest.version, trained_terms)
     token = settings.milvus_token.get_secret_value() if settings.milvus_token else None
     store = VectorStore(settings.milvus, settings.collection, token=token)
     store.ensure_collection()

@@ -3,36 +3,26 @@ training stages -> a new versioned artifact (+ loss curve and embedding map PNGs
 
 from __future__ import annotations
 
-import asyncio
 from datetime import UTC, datetime
 from pathlib import Path
 
 from rich.console import Console
 
-from consumers.enrichment import make_enricher
 from models import registry
-from models.encoder import ItemEncoder
 from models.metrics import purity_at_k
 from models.plots import embedding_map, loss_curves
 from models.train_item import TrainConfig, train_item_tower
-from models.vocab import StdVocab
-from schemas.events import ProductEnriched
-from streams.catalog import load_catalog
-from streams.products import enrichment_of, to_enriched
+from streams.datasets import load_items
 
 console = Console()
 
 
-async def enrich_catalog(path: str, enricher_name: str = "rules") -> list[ProductEnriched]:
-    enricher = make_enricher(enricher_name)
-    return [to_enriched(p, await enrichment_of(p, enricher)) for p in load_catalog(path)]
-
-
 def train_and_publish(data: str, model_dir: Path, cfg: TrainConfig, version: str | None = None) -> Path:
-    items = asyncio.run(enrich_catalog(data))
+    items = load_items(data)
     console.print(f"training the item tower on {len(items)} items from {data}")
-    tower, re_vocab, history = train_item_tower(items, cfg, log=console.print)
-    vectors = ItemEncoder(tower, StdVocab.default(), re_vocab, "eval").encode(items)
+    trained = train_item_tower(items, cfg, log=console.print)
+    tower, history = trained.tower, trained.history
+    vectors = trained.encoder().encode(items)
     fine = [f"{it.coarse}/{it.fine}" for it in items]
     metrics = {
         "fine_purity@10": purity_at_k(vectors, fine),
@@ -48,7 +38,7 @@ def train_and_publish(data: str, model_dir: Path, cfg: TrainConfig, version: str
         metrics=metrics,
         notes=f"SimCSE {cfg.simcse_epochs} + triplet {cfg.triplet_epochs} epochs on {data}",
     )
-    target = registry.save(model_dir, manifest, tower, re_vocab)
+    target = registry.save(model_dir, manifest, tower, trained.std_vocab, trained.re_vocab)
     loss_curves(
         {"stage 1: SimCSE (NT-Xent)": history.simcse, "stage 2: hierarchical triplet": history.triplet},
         target / "loss_curve.png",

@@ -11,7 +11,7 @@ from models.encoder import ItemEncoder
 from models.rerank import intra_list_diversity, mmr
 from models.train_item import TrainConfig, train_item_tower
 from models.user_vector import sequence_vector
-from models.vocab import ReVocab, StdVocab
+from models.vocab import ReVocab
 from schemas.events import ProductEnriched
 
 
@@ -30,8 +30,8 @@ def item(
 
 
 def encoder(tmp_path: Path) -> ItemEncoder:
-    manifest, tower, snap = registry.load_or_init(tmp_path / "models")
-    return ItemEncoder(tower, StdVocab.default(), ReVocab(tmp_path / "re.jsonl"), manifest.version, 2)
+    model = registry.load_or_init(tmp_path / "models")
+    return ItemEncoder(model.tower, model.std_vocab, ReVocab(tmp_path / "re.jsonl"), model.manifest.version, 2)
 
 
 def test_vectors_are_128d_unit_and_handle_missing_re(tmp_path: Path) -> None:
@@ -85,8 +85,8 @@ def test_save_load_round_trip(tmp_path: Path) -> None:
     enc = encoder(tmp_path)
     it = item(1, "coat", "outer", "Black")
     first = enc.encode([it])
-    manifest, tower, _ = registry.load(tmp_path / "models", registry.latest_version(tmp_path / "models"))
-    again = ItemEncoder(tower, StdVocab.default(), ReVocab(), manifest.version).encode([it])
+    model = registry.load(tmp_path / "models", registry.latest_version(tmp_path / "models"))
+    again = ItemEncoder(model.tower, model.std_vocab, ReVocab(), model.manifest.version).encode([it])
     assert np.allclose(first, again, atol=1e-6)
 
 
@@ -99,11 +99,10 @@ def test_training_is_deterministic_with_a_seed_and_separates_categories() -> Non
         )
     ]
     cfg = TrainConfig(simcse_epochs=2, triplet_epochs=3, batch_size=16)
-    t1, v1, h1 = train_item_tower(items, cfg, log=lambda _: None)
-    t2, _, h2 = train_item_tower(items, cfg, log=lambda _: None)
-    assert h1.simcse == h2.simcse and h1.triplet == h2.triplet
-    e1 = ItemEncoder(t1, StdVocab.default(), v1, "a").encode(items)
-    e2 = ItemEncoder(t2, StdVocab.default(), v1, "b").encode(items)
+    first = train_item_tower(items, cfg, log=lambda _: None)
+    second = train_item_tower(items, cfg, log=lambda _: None)
+    assert first.history.simcse == second.history.simcse and first.history.triplet == second.history.triplet
+    e1, e2 = first.encoder("a").encode(items), second.encoder("b").encode(items)
     assert np.allclose(e1, e2, atol=1e-5)
 
 
