@@ -59,6 +59,25 @@ def _purity(vectors: np.ndarray, items: Sequence[ProductEnriched], queries: np.n
     }
 
 
+def _without_re(it: ProductEnriched) -> ProductEnriched:
+    return it.model_copy(update={"re": {}})
+
+
+def _without_category(it: ProductEnriched) -> ProductEnriched:
+    """The category tokens hidden: the neighbours must come from the other attributes."""
+    std = {k: v for k, v in it.std.items() if k != "category"}
+    return it.model_copy(update={"std": std, "coarse": "?", "fine": "?"})
+
+
+def _robustness(trained: TrainedTower, items: Sequence[ProductEnriched]) -> dict:
+    """Fine purity when every item is embedded from STD + title only (no RE), and when
+    the category tokens are hidden (labels stay the true ones)."""
+    _, fine = _labels(items)
+    no_re = _embed(trained, [_without_re(it) for it in items])
+    no_cat = _embed(trained, [_without_category(it) for it in items])
+    return {"no-RE fine_purity@10": purity_at_k(no_re, fine), "no-category fine_purity@10": purity_at_k(no_cat, fine)}
+
+
 def _latency(trained: TrainedTower, items: Sequence[ProductEnriched]) -> dict:
     enc = trained.encoder()
     one = [items[0]]
@@ -97,6 +116,8 @@ def run_dataset(name: str, items: list[ProductEnriched], cfg: TrainConfig) -> li
         trained = train_item_tower(items, variant_cfg, log=quiet, tower_cls=cls)
         vectors = _embed(trained, items)
         row = {"data": name, "model": label, **_purity(vectors, items), "train_s": trained.history.seconds}
+        if variant_cfg.triplet_epochs:
+            row.update(_robustness(trained, items))
         if cls is ItemTower and variant_cfg.triplet_epochs:
             row.update(_latency(trained, items))
             curves = {"stage 1: SimCSE (NT-Xent)": trained.history.simcse}
@@ -114,6 +135,8 @@ def run_dataset(name: str, items: list[ProductEnriched], cfg: TrainConfig) -> li
     text_vecs = embed_texts([_text(it) for it in items], progress=True)
     text_s = time.perf_counter() - t
     row = {"data": name, "model": "(d) text embeddings only (MiniLM-L6)", **_purity(text_vecs, items)}
+    no_cat = embed_texts([_text(_without_category(it)) for it in items])
+    row["no-category fine_purity@10"] = purity_at_k(no_cat, _labels(items)[1])
     row.update({f"zero-shot {k}": v for k, v in _purity(text_vecs, items, queries=held).items()})
     row["ms_per_item_batch256"] = text_s * 1000 / len(items)
     rows.append(row)
@@ -143,6 +166,7 @@ def main() -> None:
         load, epochs = loaders[name]
         cfg = TrainConfig(simcse_epochs=epochs, triplet_epochs=epochs, seed=args.seed)
         rows += run_dataset(name, load(), cfg)
+        emit("item_tower", f"Item tower so far ({name} done)", rows)
     emit("item_tower", "Item tower: purity@10 of nearest neighbours (cosine), same items for every row", rows)
 
 

@@ -31,6 +31,10 @@ def view(
     drop_p: float,
     mask_p: float,
     gen: torch.Generator | None = None,
+    re_block_p: float = 0.0,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    re_dropped = re.masked_fill((torch.rand(re.shape, generator=gen) < drop_p) & (re != 0), 0)
+    """One SimCSE view. ``re_block_p``: chance to drop an item's whole RE block, so a
+    product that arrives with STD only (no enrichment yet) lands next to its enriched self."""
+    whole = (torch.rand(re.shape[0], 1, generator=gen) < re_block_p).expand_as(re)
+    re_dropped = re.masked_fill(((torch.rand(re.shape, generator=gen) < drop_p) | whole) & (re != 0), 0)
     return feature_dropout(std, drop_p, gen), re_dropped, token_mask(title, mask_p, gen)

@@ -44,7 +44,8 @@ class HierarchicalBatchSampler:
             sibling_room = int(self.batch_size * (1 - self.other_share))
             while len(batch) < sibling_room:
                 batch += self._take(self.rng.choice(siblings), self.per_class)
-            others = [f for c in coarse_keys if c != coarse for f in self.fines_of[c]] or siblings
+            # sorted: set order changes with PYTHONHASHSEED, and batches must not.
+            others = [f for c in coarse_keys if c != coarse for f in sorted(self.fines_of[c])] or siblings
             while len(batch) < self.batch_size:
                 batch += self._take(self.rng.choice(others), self.per_class)
             yield batch[: self.batch_size]

@@ -36,6 +36,7 @@ class TrainConfig(BaseModel):
     temperature: float = 0.1
     feature_dropout: float = 0.25
     token_mask: float = 0.2
+    re_block_dropout: float = 0.2  # share of views with no RE at all (STD-only products)
     margin: float = 0.2
     coarse_weight: float = 0.5
     # Stage 2 keeps a SimCSE term, so items do not collapse onto their category centre
@@ -97,8 +98,8 @@ def _simcse(
             if len(batch) < 2:
                 continue
             std, re, title = enc.tensors(batch)
-            z1 = tower.embed512(*view(std, re, title, cfg.feature_dropout, cfg.token_mask, gen))
-            z2 = tower.embed512(*view(std, re, title, cfg.feature_dropout, cfg.token_mask, gen))
+            z1 = tower.embed512(*view(std, re, title, cfg.feature_dropout, cfg.token_mask, gen, cfg.re_block_dropout))
+            z2 = tower.embed512(*view(std, re, title, cfg.feature_dropout, cfg.token_mask, gen, cfg.re_block_dropout))
             ids = torch.arange(len(batch))
             loss = loss_fn(torch.cat([z1, z2]), torch.cat([ids, ids.clone()]))
             opt.zero_grad()
@@ -138,7 +139,7 @@ def _triplet(
             f, c = fine[idx], coarse[idx]
             loss = loss_fn(z, f, miner(z, f)) + cfg.coarse_weight * loss_fn(z, c, miner(z, c))
             if cfg.simcse_weight_stage2:
-                z2 = tower(*view(std, re, title, cfg.feature_dropout, cfg.token_mask, gen))
+                z2 = tower(*view(std, re, title, cfg.feature_dropout, cfg.token_mask, gen, cfg.re_block_dropout))
                 ids = torch.arange(len(idx))
                 loss = loss + cfg.simcse_weight_stage2 * ntxent(torch.cat([z, z2]), torch.cat([ids, ids.clone()]))
             opt.zero_grad()

@@ -1,12 +1,15 @@
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from models import registry
-from models.augment import feature_dropout, token_mask
+from models.augment import feature_dropout, token_mask, view
 from models.encoder import ItemEncoder
 from models.rerank import intra_list_diversity, mmr
 from models.train_item import TrainConfig, train_item_tower
@@ -129,3 +132,33 @@ def test_mmr_trades_relevance_for_diversity() -> None:
     assert mmr(rel, vecs, 2, lam=0.5) == [0, 2]
     assert intra_list_diversity(vecs[[0, 2]]) > intra_list_diversity(vecs[[0, 1]])
     assert mmr(np.array([]), np.zeros((0, 2)), 3, 0.5) == []
+
+
+def test_re_block_dropout_empties_whole_rows_only_when_asked() -> None:
+    gen = torch.Generator().manual_seed(0)
+    std, re, title = torch.tensor([[5, 6]] * 64), torch.tensor([[7, 8, 9]] * 64), torch.tensor([[10]] * 64)
+    _, kept, _ = view(std, re, title, 0.0, 0.0, gen, re_block_p=0.0)
+    assert torch.equal(kept, re)
+    _, dropped, _ = view(std, re, title, 0.0, 0.0, gen, re_block_p=0.5)
+    empty = (dropped == 0).all(1)
+    assert 0 < int(empty.sum()) < 64 and torch.equal(dropped[~empty], re[~empty])
+
+
+def test_hierarchical_batches_do_not_depend_on_the_hash_seed() -> None:
+    code = (
+        "from models.sampler import HierarchicalBatchSampler as S;"
+        "c=['outer']*30+['top']*30+['bottom']*30;"
+        "f=[x for x in ('coat','jacket','jumper','shirt','tee','vest','pants','skirt','shorts') for _ in range(10)];"
+        "print(list(S(c,f,batch_size=64,seed=3)))"
+    )
+    runs = {
+        subprocess.run(
+            [sys.executable, "-c", code],
+            env={**os.environ, "PYTHONHASHSEED": seed},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        for seed in ("1", "2", "3")
+    }
+    assert len(runs) == 1
