@@ -33,6 +33,13 @@ class Settings(BaseSettings):
     app_id: str = "tailor"
     model_dir: Path | None = None
     enricher: Literal["rules", "openai", "transformers"] = "rules"
+    # TAILOR_ENRICHER=openai: any OpenAI-compatible chat-completions endpoint (vLLM, Ollama, ...).
+    openai_base_url: str | None = None  # e.g. http://127.0.0.1:8000/v1
+    openai_model: str = "gpt-4o-mini"
+    openai_api_key: SecretStr | None = None  # sent only as a Bearer header; unset for local servers
+    openai_timeout_s: float = Field(default=20.0, gt=0)
+    openai_concurrency: int = Field(default=4, ge=1, le=256)
+    openai_rps: float = Field(default=5.0, gt=0)
     sequence_length: int = Field(default=50, ge=1, le=1000)
     request_timeout_s: float = Field(default=10.0, gt=0)
     candidates: int = Field(default=100, ge=1, le=1000)
@@ -50,6 +57,11 @@ class Settings(BaseSettings):
     @property
     def models_path(self) -> Path:
         return self.model_dir or self.data_dir / "models"
+
+    @property
+    def enrich_cache(self) -> Path:
+        """Persisted LLM enrichment answers, keyed by content hash (replays cost nothing)."""
+        return self.data_dir / "enrichment" / "cache.sqlite3"
 
     def vocab_file(self, model_version: str) -> Path:
         """The worker's RE vocabulary log for one model version (its ids index that

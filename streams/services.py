@@ -60,7 +60,7 @@ def build(settings: Settings) -> Services:
         settings=settings,
         store=store,
         encoder=encoder,
-        products=ProductPipeline(make_enricher(settings.enricher), encoder, store),
+        products=ProductPipeline(make_enricher(settings.enricher, settings), encoder, store),
         recommender=Recommender(store, encoder, popularity, settings.candidates),
         popularity=popularity,
     )

@@ -16,6 +16,15 @@ class Enrichment(BaseModel):
     notes: list[str] = Field(default_factory=list)
 
 
+class EnrichmentError(Exception):
+    """A backend could not produce a valid answer (timeout, HTTP error, invalid JSON after
+    the repair retry...). ``reason`` is short and safe to put on the event."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
 class Enricher(Protocol):
     name: str
 
