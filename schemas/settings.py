@@ -40,6 +40,10 @@ class Settings(BaseSettings):
     openai_timeout_s: float = Field(default=20.0, gt=0)
     openai_concurrency: int = Field(default=4, ge=1, le=256)
     openai_rps: float = Field(default=5.0, gt=0)
+    # TAILOR_ENRICHER=transformers: a local model directory (config, weights, tokenizer); never downloaded.
+    transformers_model_path: Path | None = None
+    transformers_max_new_tokens: int = Field(default=256, ge=1, le=4096)
+    transformers_timeout_s: float = Field(default=60.0, gt=0)  # one product's whole enrichment
     sequence_length: int = Field(default=50, ge=1, le=1000)
     request_timeout_s: float = Field(default=10.0, gt=0)
     candidates: int = Field(default=100, ge=1, le=1000)

@@ -17,8 +17,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
-from pydantic import ValidationError
 
+from consumers.enrichment.answer import MAX_REASON_CHARS, InvalidAnswer, parse_answer, repair_turn
 from consumers.enrichment.base import Enrichment, EnrichmentError
 from consumers.enrichment.prompt import PromptTemplate, load_prompt
 from schemas.enrichment import ReAnswer, re_response_format
@@ -29,23 +29,6 @@ log = logging.getLogger("tailor.enrichment.openai")
 
 # Statuses that mean "busy / briefly down, ask again": waited out, then retried.
 RETRYABLE = {429, 502, 503, 504}
-_MAX_ECHO_CHARS = 2_000  # of an invalid answer sent back in the repair turn
-_MAX_REASON_CHARS = 300
-
-
-class InvalidAnswer(ValueError):
-    """The model's content is not JSON or breaks the schema; repairable once."""
-
-
-def parse_answer(content: str) -> ReAnswer:
-    text = content.strip()
-    if text.startswith("```"):  # local models without constrained decoding like to fence JSON
-        text = text.strip("`").removeprefix("json").strip()
-    try:
-        return ReAnswer.model_validate_json(text)
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'answer'}: {e['msg']}" for e in exc.errors()[:5])
-        raise InvalidAnswer(problems[:_MAX_REASON_CHARS]) from None
 
 
 def retry_after_s(value: str | None, fallback_s: float, cap_s: float) -> float:
@@ -149,7 +132,7 @@ class OpenAICompatEnricher:
         except InvalidAnswer as exc:
             first_problem = str(exc)
         log.info("product %s: invalid answer (%s); asking for a repair", product.product_id, first_problem)
-        content = await self._complete(messages + _repair_turn(content, first_problem))
+        content = await self._complete(messages + repair_turn(content, first_problem))
         try:
             return self._enrichment(parse_answer(content), [f"{self.name} answer repaired: {first_problem}"])
         except InvalidAnswer as exc:
@@ -196,7 +179,7 @@ class OpenAICompatEnricher:
 
     def _redact(self, text: str) -> str:
         key = self.config.api_key
-        return (text.replace(key, "***") if key else text)[:_MAX_REASON_CHARS]
+        return (text.replace(key, "***") if key else text)[:MAX_REASON_CHARS]
 
     def _loop_state(self) -> _LoopState:
         loop = asyncio.get_running_loop()
@@ -225,15 +208,3 @@ def _content_of(body: str) -> str:
         refusal = message.get("refusal") if isinstance(message, dict) else None
         raise EnrichmentError(f"refused: {str(refusal)[:200]}" if refusal else "answer has no content")
     return content
-
-
-def _repair_turn(answer: str, problem: str) -> list[dict[str, str]]:
-    """The invalid answer and what was wrong with it, so the model can correct itself."""
-    return [
-        {"role": "assistant", "content": answer[:_MAX_ECHO_CHARS]},
-        {
-            "role": "user",
-            "content": f"That answer is invalid: {problem}. Reply again with only one JSON object that "
-            "follows the schema: the listed keys only, each value a short string or null.",
-        },
-    ]
