@@ -66,8 +66,21 @@ class ProductEnriched(Event):
     enricher: str  # the backend that produced `re` ("source" when the event already had RE)
     enrichment_notes: list[str] = Field(default_factory=list)  # fallbacks and their reasons
     new_re_terms: list[str] = Field(default_factory=list)  # RE vocabulary growth it caused
+    # True when `re` came from the fallback because the LLM failed: an LLM-enriched
+    # ProductEnriched for the same product follows once the LLM answers.
+    reenrich_pending: bool = False
     model_version: str = ""
     created_at: datetime = Field(default_factory=_now)
+
+
+class ReenrichRequest(Event):
+    """A product embedded from the fallback enricher, to enrich again with the primary
+    (LLM) once it answers. Kept on a topic, so a pending retry survives restarts."""
+
+    product: ProductCreated
+    attempt: Annotated[int, Field(ge=1, le=1000)] = 1
+    not_before: datetime = Field(default_factory=_now)
+    reason: Annotated[str, StringConstraints(max_length=500)] = ""
 
 
 class Interaction(Event):

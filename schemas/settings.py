@@ -44,6 +44,10 @@ class Settings(BaseSettings):
     transformers_model_path: Path | None = None
     transformers_max_new_tokens: int = Field(default=256, ge=1, le=4096)
     transformers_timeout_s: float = Field(default=60.0, gt=0)  # one product's whole enrichment
+    # LLM re-enrichment of products embedded from the fallback: backoff doubles from this.
+    reenrich_backoff_s: float = Field(default=5.0, gt=0)
+    reenrich_max_backoff_s: float = Field(default=600.0, gt=0)
+    reenrich_max_attempts: int = Field(default=12, ge=1, le=1000)
     sequence_length: int = Field(default=50, ge=1, le=1000)
     request_timeout_s: float = Field(default=10.0, gt=0)
     candidates: int = Field(default=100, ge=1, le=1000)

@@ -18,6 +18,9 @@ class TopicSpec(BaseModel):
 USER_PARTITIONS = 4
 
 PRODUCTS_CREATED = TopicSpec(name="tailor.products.created", partitions=4, key="product_id")
+# Retries of LLM enrichment after an outage; same key and partitions as products.created,
+# so the product-versions table is co-partitioned with both.
+PRODUCTS_REENRICH = TopicSpec(name="tailor.products.reenrich", partitions=4, key="product_id")
 PRODUCTS_ENRICHED = TopicSpec(name="tailor.products.enriched", partitions=4, key="product_id")
 INTERACTIONS = TopicSpec(name="tailor.interactions", partitions=USER_PARTITIONS, key="user_id")
 # Requests are keyed by user_id (not request_id) so a request lands on the partition
@@ -29,6 +32,7 @@ MODELS_UPDATED = TopicSpec(name="tailor.models.updated", partitions=1, key="mode
 
 ALL_TOPICS: tuple[TopicSpec, ...] = (
     PRODUCTS_CREATED,
+    PRODUCTS_REENRICH,
     PRODUCTS_ENRICHED,
     INTERACTIONS,
     RECOMMEND_REQUESTS,
@@ -41,7 +45,12 @@ ALL_TOPICS: tuple[TopicSpec, ...] = (
 # faust itself, but we create it up front so its partition count is right on brokers
 # that auto-create topics with one partition.
 USER_SEQUENCE_TABLE = "user-sequences"
+# product_id -> event_time of the latest ProductCreated handled: a late LLM re-enrichment
+# must not overwrite a newer version of the product.
+PRODUCT_VERSION_TABLE = "product-versions"
 
 
 def changelog_topic(app_id: str, table: str = USER_SEQUENCE_TABLE) -> TopicSpec:
+    if table == PRODUCT_VERSION_TABLE:
+        return TopicSpec(name=f"{app_id}-{table}-changelog", partitions=PRODUCTS_CREATED.partitions, key="product_id")
     return TopicSpec(name=f"{app_id}-{table}-changelog", partitions=USER_PARTITIONS, key="user_id")

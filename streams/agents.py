@@ -7,14 +7,21 @@ before an event is acked, and faust flushes the producer before it commits offse
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import logging
+import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from faust.streams import _current_event
 from faust.types import EventT, StreamT
 from pydantic import BaseModel
 
+from consumers.enrichment.base import EnrichmentError
 from schemas.events import (
     DeadLetter,
     Interaction,
@@ -22,13 +29,16 @@ from schemas.events import (
     ProductEnriched,
     RecommendReply,
     RecommendRequest,
+    ReenrichRequest,
 )
 from streams.app import (
     app,
     deadletter,
     interactions,
+    product_versions,
     products_created,
     products_enriched,
+    products_reenrich,
     recommend_replies,
     recommend_requests,
     sequences,
@@ -96,10 +106,81 @@ async def on_products(stream: StreamT) -> None:
                 await _dead(item)
             else:
                 good.append((event, item))
+        sources = {p.product_id: (e, p) for e, p in good}  # the later event of a product wins
         for product in await _process_products(good):
             RE_TERMS.inc(len(product.new_re_terms))
             EVENTS.labels(products_created.get_topic_name(), "ok").inc()
+            source_event, source = sources[product.product_id]
+            _remember_version(source_event, source)
             await _send(products_enriched, str(product.product_id), product)
+            if product.reenrich_pending:
+                reason = "; ".join(product.enrichment_notes)[-500:]
+                await _schedule_reenrich(ReenrichRequest(product=source, reason=reason), 0)
+
+
+@contextmanager
+def _as_current(event: EventT) -> Iterator[None]:
+    """In a take_events batch faust has no current event, and a table write takes its
+    changelog partition from it. Set the context variable faust reads, in this task only
+    (not ``Stream.current_event``, which the batch's background reader uses for acks)."""
+    token = _current_event.set(weakref.ref(event))
+    try:
+        yield
+    finally:
+        _current_event.reset(token)
+
+
+def _remember_version(event: EventT, product: ProductCreated) -> None:
+    key = str(product.product_id)
+    known = product_versions.get(key)
+    if known is None or datetime.fromisoformat(known) <= product.event_time:
+        with _as_current(event):
+            product_versions[key] = product.event_time.isoformat()
+
+
+def _superseded(product: ProductCreated) -> bool:
+    known = product_versions.get(str(product.product_id))
+    return known is not None and datetime.fromisoformat(known) > product.event_time
+
+
+async def _schedule_reenrich(req: ReenrichRequest, failures: int) -> None:
+    """Put the retry on its topic (durable), due after a doubling backoff."""
+    s = svc().settings
+    delay = min(s.reenrich_backoff_s * 2**failures, s.reenrich_max_backoff_s)
+    due = req.model_copy(update={"attempt": failures + 1, "not_before": datetime.now(UTC) + timedelta(seconds=delay)})
+    await _send(products_reenrich, str(req.product.product_id), due)
+
+
+@app.agent(products_reenrich)
+async def on_reenrich(stream: StreamT) -> None:
+    """Products embedded from the fallback enricher, enriched again by the LLM when it
+    answers: re-embedded and upserted under the same pk, a new ProductEnriched published."""
+    async for event in stream.events():
+        req = _decode(event, ReenrichRequest)
+        if isinstance(req, DeadLetter):
+            await _dead(req)
+            continue
+        wait = (req.not_before - datetime.now(UTC)).total_seconds()
+        if wait > 0:  # backoff: the LLM failed moments ago; the retries are in due order
+            await asyncio.sleep(wait)
+        await _reenrich(event, req)
+
+
+async def _reenrich(event: EventT, req: ReenrichRequest) -> None:
+    if _superseded(req.product):  # a newer version of the product was handled since
+        EVENTS.labels(event.message.topic, "superseded").inc()
+        return
+    try:
+        product = await svc().products.reenrich(req.product)
+    except EnrichmentError as exc:
+        if req.attempt >= svc().settings.reenrich_max_attempts:
+            await _dead(_failure(event, "reenrich_exhausted", exc))
+        else:
+            await _schedule_reenrich(req.model_copy(update={"reason": exc.reason[:500]}), req.attempt)
+        return
+    RE_TERMS.inc(len(product.new_re_terms))
+    EVENTS.labels(event.message.topic, "ok").inc()
+    await _send(products_enriched, str(product.product_id), product)
 
 
 async def _process_products(batch: list[tuple[EventT, ProductCreated]]) -> list[ProductEnriched]:

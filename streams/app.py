@@ -62,6 +62,7 @@ def raw_topic(spec: topics.TopicSpec) -> Any:
 
 products_created = raw_topic(topics.PRODUCTS_CREATED)
 products_enriched = raw_topic(topics.PRODUCTS_ENRICHED)
+products_reenrich = raw_topic(topics.PRODUCTS_REENRICH)
 interactions = raw_topic(topics.INTERACTIONS)
 recommend_requests = raw_topic(topics.RECOMMEND_REQUESTS)
 recommend_replies = raw_topic(topics.RECOMMEND_REPLIES)
@@ -72,3 +73,6 @@ deadletter = raw_topic(topics.DEADLETTER)
 # (No key_type/value_type: with value_type=dict faust's changelog recovery fails on
 # ``dict.from_data``; untyped tables round-trip plain JSON.)
 sequences = app.Table(topics.USER_SEQUENCE_TABLE, default=None, partitions=topics.USER_PARTITIONS)
+# str(product_id) -> ISO event_time of the newest ProductCreated handled. Co-partitioned
+# with products.created and products.reenrich (same key, same partition count).
+product_versions = app.Table(topics.PRODUCT_VERSION_TABLE, default=None, partitions=topics.PRODUCTS_CREATED.partitions)

@@ -7,6 +7,7 @@ import asyncio
 import logging
 
 from consumers.enrichment import Enricher, Enrichment
+from consumers.enrichment.base import EnrichmentError
 from consumers.vector_store import ItemRow, VectorStore
 from models.encoder import ItemEncoder
 from schemas.events import ProductCreated, ProductEnriched
@@ -44,6 +45,7 @@ def to_enriched(
         price=product.price,
         enricher=found.backend,
         enrichment_notes=found.notes,
+        reenrich_pending=found.primary_failed is not None,
         new_re_terms=new_terms or [],
         model_version=version,
         created_at=product.created_at,
@@ -64,6 +66,21 @@ class ProductPipeline:
         # The same product twice in one batch: the later event wins, one row is written.
         latest = {p.product_id: p for p in products}
         enriched = list(await asyncio.gather(*(self.enrich(p) for p in latest.values())))
+        await self.index(enriched)
+        return enriched
+
+    async def reenrich(self, product: ProductCreated) -> ProductEnriched:
+        """Ask the primary (LLM) enricher again, no fallback; on success re-embed and
+        upsert under the same pk. Raises ``EnrichmentError`` while the LLM still fails."""
+        primary = getattr(self.enricher, "enrich_primary", None)
+        if primary is None:
+            raise EnrichmentError(f"enricher {self.enricher.name} has no primary to ask again")
+        found = await primary(product)
+        enriched = to_enriched(product, found, self.encoder.register(found.re), self.encoder.version)
+        await self.index([enriched])
+        return enriched
+
+    async def index(self, enriched: list[ProductEnriched]) -> None:
         vectors = self.encoder.encode(enriched)
         rows = [
             ItemRow(
@@ -79,4 +96,3 @@ class ProductPipeline:
             for e, v in zip(enriched, vectors, strict=True)
         ]
         await with_backoff(lambda: asyncio.to_thread(self.store.upsert, rows), "milvus upsert")
-        return enriched

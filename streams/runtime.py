@@ -113,7 +113,11 @@ def milvus_process(data_dir: Path, port: int) -> ChildProcess:
 
 async def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> None:
     """Create every topic with its partition count (brokers may auto-create with 1)."""
-    wanted = [*topics.ALL_TOPICS, topics.changelog_topic(settings.app_id)]
+    wanted = [
+        *topics.ALL_TOPICS,
+        topics.changelog_topic(settings.app_id),
+        topics.changelog_topic(settings.app_id, topics.PRODUCT_VERSION_TABLE),
+    ]
     admin = AIOKafkaAdminClient(**client_kwargs(settings), request_timeout_ms=int(timeout_s * 1000))
     deadline = time.monotonic() + timeout_s
     while True:

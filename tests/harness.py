@@ -37,6 +37,7 @@ class Stack:
         self.milvus = milvus_process(root, milvus_port)
         self.kafka_port, self.milvus_port = kafka_port, milvus_port
         self.worker: subprocess.Popen[bytes] | None = None
+        self.base_env = dict(self.env)
 
     def start(self) -> None:
         for child, port in ((self.broker, self.kafka_port), (self.milvus, self.milvus_port)):
@@ -56,9 +57,11 @@ class Stack:
         self.spawn_worker()
         asyncio.run(self.wait_ready())
 
-    async def restart(self) -> None:
-        """Stop the worker cleanly and start it again (from async tests)."""
+    async def restart(self, **env: str) -> None:
+        """Stop the worker cleanly and start it again (from async tests), with ``env``
+        on top of the harness's environment (none: back to the defaults)."""
         await asyncio.to_thread(self.stop_worker)
+        self.env = {**self.base_env, **env}
         self.spawn_worker()
         await self.wait_ready()
 

@@ -77,12 +77,14 @@ async def test_republished_product_is_upserted_not_duplicated(
     assert len(rows) == 1
 
 
-async def _sequence_of(stack: Stack, user_id: str, expect_len: int) -> list[int]:
-    """The durable table state: the last changelog record of the user."""
+async def _sequence_of(stack: Stack, user_id: str, expect_len: int, last: int | None = None) -> list[int]:
+    """The durable table state: the last changelog record of the user, once it holds
+    ``expect_len`` items (ending with ``last``, when given: later clicks may still come)."""
 
     def done(records: list) -> bool:
         mine = [r for r in records if json.loads(r.key) == user_id]
-        return bool(mine) and len(json.loads(mine[-1].value)["items"]) >= expect_len
+        items = json.loads(mine[-1].value)["items"] if mine else []
+        return len(items) >= expect_len and (last is None or items[-1]["product_id"] == last)
 
     changelog = topics.changelog_topic(stack.settings.app_id)
     recs = await read_topic(stack.settings, changelog.name, changelog.partitions, done)
@@ -112,7 +114,7 @@ async def test_clicks_update_the_sequence_table_and_survive_restart(stack: Stack
 async def test_sequence_keeps_the_last_50(stack: Stack, producer: TailorProducer) -> None:
     for i in range(55):
         await producer.publish_interaction(Interaction(user_id="u-long", product_id=3000 + i))
-    seq = await _sequence_of(stack, "u-long", 50)
+    seq = await _sequence_of(stack, "u-long", 50, last=3054)
     assert len(seq) == 50 and seq[-1] == 3054 and seq[0] == 3005
 
 
@@ -258,3 +260,53 @@ async def test_request_times_out_with_a_clear_error_when_no_worker_answers(stack
     finally:
         stack.spawn_worker()
         await stack.wait_ready()
+
+
+async def test_llm_outage_embeds_from_rules_at_once_and_reenriches_when_it_answers(
+    stack: Stack, producer: TailorProducer, store: VectorStore
+) -> None:
+    from aiohttp import web
+
+    from tests.test_enrich_openai import GOOD_FLAT, FakeLLM, good
+
+    async def down(_: web.Request) -> web.Response:
+        return web.Response(status=500, text="model server down")
+
+    llm = FakeLLM()
+    llm.script = [down]
+    await llm.start()
+    try:
+        await stack.restart(
+            TAILOR_ENRICHER="openai",
+            TAILOR_OPENAI_BASE_URL=f"http://127.0.0.1:{llm.port}/v1",
+            TAILOR_OPENAI_TIMEOUT_S="2",
+            TAILOR_REENRICH_BACKOFF_S="0.3",
+            TAILOR_REENRICH_MAX_BACKOFF_S="1",
+        )
+        await producer.publish_product(product(8001, "coat", "Beige", title="Beige Wool Relaxed Long Coat"))
+        first = (await enriched(stack, {8001}))[8001]
+        # Embedded at once from the rules fallback, with the reason, and marked for a retry.
+        assert first.enricher == "rules" and first.reenrich_pending
+        assert any("openai failed" in n for n in first.enrichment_notes)
+        before = np.array(store.get([8001])[8001]["vector"])
+
+        llm.script = [good]  # the LLM comes back
+
+        def llm_answer(records: list) -> bool:
+            events = [ProductEnriched.model_validate_json(r.value) for r in records]
+            return any(e.product_id == 8001 and e.enricher == "openai" for e in events)
+
+        recs = await read_topic(
+            stack.settings, topics.PRODUCTS_ENRICHED.name, topics.PRODUCTS_ENRICHED.partitions, llm_answer, 60
+        )
+        second = [e for e in (ProductEnriched.model_validate_json(r.value) for r in recs) if e.product_id == 8001][-1]
+        assert second.enricher == "openai" and second.re == GOOD_FLAT and not second.reenrich_pending
+        after = np.array(store.get([8001])[8001]["vector"])
+        assert not np.allclose(before, after)  # re-embedded from the LLM's attributes
+        rows = store.client.query(
+            store.collection, filter="product_id == 8001", output_fields=["product_id"], consistency_level="Strong"
+        )
+        assert len(rows) == 1  # same pk: upserted, not duplicated
+    finally:
+        await llm.stop()
+        await stack.restart()

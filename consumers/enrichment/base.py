@@ -14,6 +14,9 @@ class Enrichment(BaseModel):
     re: FlatAttributes
     backend: str
     notes: list[str] = Field(default_factory=list)
+    # Set when an LLM backend failed and a fallback answered: the product is embedded from
+    # the fallback now and enriched again by the LLM later (same pk).
+    primary_failed: str | None = None
 
 
 class EnrichmentError(Exception):

@@ -43,7 +43,18 @@ class FallbackEnricher:
         log.warning("enricher %s failed on product %s: %s", self.primary.name, product.product_id, reason)
         found = await self.fallback.enrich(product)
         note = f"{self.primary.name} failed: {reason}; {self.fallback.name} used"
-        return found.model_copy(update={"notes": [*found.notes, note]})
+        return found.model_copy(update={"notes": [*found.notes, note], "primary_failed": reason})
+
+    async def enrich_primary(self, product: ProductCreated) -> Enrichment:
+        """The primary's answer (cache first) or ``EnrichmentError``: no fallback. Used to
+        enrich again, later, a product that was embedded from the fallback."""
+        key = content_key(self.scope, product)
+        cached = await self._recall(key)
+        if cached is not None:
+            return Enrichment(re=cached, backend=self.primary.name, notes=["cache"])
+        found = await self.primary.enrich(product)
+        await self._remember(key, found)
+        return found
 
     async def _recall(self, key: str) -> FlatAttributes | None:
         if self.cache is None:
