@@ -7,14 +7,13 @@ Either one is skipped when TAILOR_KAFKA_BOOTSTRAP / TAILOR_MILVUS_URI point else
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib.util
 import logging
 import os
-import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 from types import TracebackType
@@ -41,14 +40,6 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
         return s.connect_ex((host, port)) == 0
 
 
-def _bin(name: str) -> str:
-    here = Path(sys.executable).parent / name  # the venv's own copy first
-    found = str(here) if here.exists() else shutil.which(name)
-    if not found:
-        raise FileNotFoundError(f"{name} not found; install the project (pip install -e .)")
-    return found
-
-
 class ChildProcess:
     """A server we start and own: output to a log file, stopped gently, then firmly."""
 
@@ -59,7 +50,11 @@ class ChildProcess:
     def start(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         out = self.log_path.open("ab")
-        self.proc = subprocess.Popen(self.argv, stdout=out, stderr=subprocess.STDOUT, env=self.env)
+        # Its own process group: stop() signals the whole group, so a launcher that spawns
+        # the real server (and does not forward signals) cannot leave it running.
+        self.proc = subprocess.Popen(
+            self.argv, stdout=out, stderr=subprocess.STDOUT, env=self.env, start_new_session=True
+        )
         out.close()
 
     def wait_port(self, port: int, timeout_s: float) -> None:
@@ -72,19 +67,35 @@ class ChildProcess:
             time.sleep(0.1)
 
     def stop(self, timeout_s: float = 10.0) -> None:
-        if self.proc is None or self.proc.poll() is not None:
+        """SIGTERM to the group (milvus ignores SIGINT), then SIGKILL after ``timeout_s``."""
+        if self.proc is None:
             return
-        self.proc.send_signal(signal.SIGINT)
+        group = self.proc.pid  # start_new_session: the group id is the child's pid
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(group, signal.SIGTERM)
         try:
             self.proc.wait(timeout_s)
         except subprocess.TimeoutExpired:
-            self.proc.kill()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(group, signal.SIGKILL)
             self.proc.wait(5)
+        with contextlib.suppress(ProcessLookupError):  # anything the server itself left behind
+            os.killpg(group, signal.SIGKILL)
+
+
+def _package_file(package: str, name: str) -> Path:
+    """A file inside an installed package, located without importing it (milvus_lite's
+    __init__ needs pkg_resources, which new setuptools lacks)."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(f"{package} is not installed; install the project (pip install -e .)")
+    return Path(next(iter(spec.submodule_search_locations))) / name
 
 
 def broker_process(data_dir: Path, port: int) -> ChildProcess:
+    # The Rust binary itself, not the `noida-db` Python launcher around it.
     argv = [
-        _bin("noida-db"),
+        str(_package_file("noida_db", "noida-db")),
         "start",
         "--only",
         "kafka",
@@ -99,11 +110,7 @@ def broker_process(data_dir: Path, port: int) -> ChildProcess:
 def milvus_process(data_dir: Path, port: int) -> ChildProcess:
     """milvus-lite's C++ engine served over gRPC on loopback, so the worker, the retrain
     job and the benchmarks can all open it (in-process it locks the file to one process)."""
-    # Located, not imported: milvus_lite's __init__ needs pkg_resources, which new setuptools lacks.
-    spec = importlib.util.find_spec("milvus_lite")
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("milvus-lite is not installed")
-    lib = Path(next(iter(spec.submodule_search_locations))) / "lib"
+    lib = _package_file("milvus_lite", "lib")
     db = (data_dir / "milvus" / "tailor.db").absolute()
     db.parent.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "LD_LIBRARY_PATH": f"{lib}:{os.environ.get('LD_LIBRARY_PATH', '')}"}
