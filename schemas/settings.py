@@ -33,6 +33,9 @@ class Settings(BaseSettings):
     app_id: str = "tailor"
     model_dir: Path | None = None
     enricher: Literal["rules", "openai", "transformers"] = "rules"
+    # The rules enricher's MiniLM zero-shot matching for keys lexicons and measurements
+    # leave empty: ~33 ms per H&M item for few extra keys (bench/enrichment.py).
+    rules_zero_shot: bool = True
     # TAILOR_ENRICHER=openai: any OpenAI-compatible chat-completions endpoint (vLLM, Ollama, ...).
     openai_base_url: str | None = None  # e.g. http://127.0.0.1:8000/v1
     openai_model: str = "gpt-4o-mini"

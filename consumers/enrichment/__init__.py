@@ -26,14 +26,14 @@ def make_enricher(name: str, settings: Settings | None = None) -> Enricher:
     """The backend ``TAILOR_ENRICHER`` names. The LLM backends (``openai``, ``transformers``)
     answer from the cache first and fall back to ``rules`` when the model fails, so they never
     block the product path."""
+    settings = settings or Settings()
+    rules = RulesEnricher(zero_shot=settings.rules_zero_shot)
     if name == "rules":
-        return RulesEnricher()
+        return rules
     if name == "openai":
-        settings = settings or Settings()
         primary = OpenAICompatEnricher(OpenAIConfig.from_settings(settings))
-        return FallbackEnricher(primary, RulesEnricher(), EnrichmentCache(settings.enrich_cache))
+        return FallbackEnricher(primary, rules, EnrichmentCache(settings.enrich_cache))
     if name == "transformers":
-        settings = settings or Settings()
         local = TransformersEnricher(TransformersConfig.from_settings(settings))
-        return FallbackEnricher(local, RulesEnricher(), EnrichmentCache(settings.enrich_cache))
+        return FallbackEnricher(local, rules, EnrichmentCache(settings.enrich_cache))
     raise ValueError(f"enricher {name!r} is not available; use TAILOR_ENRICHER=rules, openai or transformers")
