@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -39,3 +40,12 @@ def store(stack: Stack) -> Iterator[VectorStore]:
     vs = VectorStore(stack.settings.milvus, stack.settings.collection)
     yield vs
     vs.close()
+
+
+@pytest.fixture
+async def closing() -> AsyncIterator[list[Any]]:
+    """Enrichers a test opens, closed after it (aiohttp sessions, model threads, cache files)."""
+    opened: list[Any] = []
+    yield opened
+    for thing in opened:
+        await thing.aclose()

@@ -113,14 +113,6 @@ async def llm() -> AsyncIterator[FakeLLM]:
     await server.stop()
 
 
-@pytest.fixture
-async def closing() -> AsyncIterator[list[Any]]:
-    """Enrichers a test opens, closed after it (aiohttp sessions, cache files)."""
-    opened: list[Any] = []
-    yield opened
-    for thing in opened:
-        await thing.aclose()
-
 
 def enricher(base_url: str, closing: list[Any], **overrides: Any) -> OpenAICompatEnricher:
     config = OpenAIConfig(**{"base_url": base_url, "model": "test-model", "timeout_s": 5.0, **overrides})

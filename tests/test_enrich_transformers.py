@@ -8,7 +8,6 @@ import asyncio
 import json
 import threading
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -76,13 +75,6 @@ def tiny_chat_model(tiny_model: Path) -> Path:
     _save_tiny_model(directory, TEMPLATE)
     return directory
 
-
-@pytest.fixture
-async def closing() -> AsyncIterator[list[Any]]:
-    opened: list[Any] = []
-    yield opened
-    for thing in opened:
-        await thing.aclose()
 
 
 def local(path: Path, closing: list[Any], **overrides: Any) -> TransformersEnricher:

@@ -8,10 +8,16 @@ exactly the same answers.
 from __future__ import annotations
 
 import json
+import logging
+from collections.abc import Awaitable, Callable
 
 from pydantic import ValidationError
 
+from consumers.enrichment.base import Enrichment, EnrichmentError
 from schemas.enrichment import ReAnswer
+
+log = logging.getLogger("tailor.enrichment")
+Messages = list[dict[str, str]]
 
 MAX_ECHO_CHARS = 2_000  # of an invalid answer sent back in the repair turn
 MAX_REASON_CHARS = 300
@@ -77,3 +83,21 @@ def repair_turn(answer: str, problem: str) -> list[dict[str, str]]:
             "follows the schema: the listed keys only, each value a short string or null.",
         },
     ]
+
+
+async def ask_with_repair(
+    backend: str, product_id: int, messages: Messages, complete: Callable[[Messages], Awaitable[str]]
+) -> Enrichment:
+    """Ask once; an invalid answer gets one repair turn; still invalid -> EnrichmentError."""
+    content = await complete(messages)
+    try:
+        return Enrichment(re=parse_answer(content).flat(), backend=backend)
+    except InvalidAnswer as exc:
+        first_problem = str(exc)
+    log.info("product %s: invalid answer (%s); asking for a repair", product_id, first_problem)
+    content = await complete(messages + repair_turn(content, first_problem))
+    try:
+        answer = parse_answer(content)
+    except InvalidAnswer as exc:
+        raise EnrichmentError(f"invalid answer after repair retry: {exc}") from None
+    return Enrichment(re=answer.flat(), backend=backend, notes=[f"{backend} answer repaired: {first_problem}"])

@@ -19,10 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from consumers.enrichment.answer import MAX_REASON_CHARS, InvalidAnswer, parse_answer, repair_turn
+from consumers.enrichment.answer import MAX_REASON_CHARS, ask_with_repair
 from consumers.enrichment.base import Enrichment, EnrichmentError
 from consumers.enrichment.prompt import PromptTemplate, load_prompt
-from schemas.enrichment import ReAnswer
 from schemas.events import ProductCreated
 from schemas.settings import Settings
 
@@ -110,20 +109,7 @@ class TransformersEnricher:
 
     async def _enrich(self, product: ProductCreated, stop: threading.Event) -> Enrichment:
         messages = self.prompt.messages(product)
-        content = await self._complete(messages, stop)
-        try:
-            return self._enrichment(parse_answer(content))
-        except InvalidAnswer as exc:
-            first_problem = str(exc)
-        log.info("product %s: invalid answer (%s); asking for a repair", product.product_id, first_problem)
-        content = await self._complete(messages + repair_turn(content, first_problem), stop)
-        try:
-            return self._enrichment(parse_answer(content), [f"{self.name} answer repaired: {first_problem}"])
-        except InvalidAnswer as exc:
-            raise EnrichmentError(f"invalid answer after repair retry: {exc}") from None
-
-    def _enrichment(self, answer: ReAnswer, notes: list[str] | None = None) -> Enrichment:
-        return Enrichment(re=answer.flat(), backend=self.name, notes=notes or [])
+        return await ask_with_repair(self.name, product.product_id, messages, lambda m: self._complete(m, stop))
 
     async def _complete(self, messages: Messages, stop: threading.Event) -> str:
         """The model's answer to ``messages``, computed in the model thread."""
