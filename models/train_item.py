@@ -13,11 +13,13 @@ import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 from pydantic import BaseModel, Field
 from pytorch_metric_learning import losses, miners
+from safetensors.torch import save_file
 from tqdm import tqdm
 
 from models.augment import view
@@ -151,6 +153,14 @@ def _triplet(
     return history
 
 
+def _checkpoint(tower: ItemTower, directory: Path | None, stage: str) -> None:
+    """The weights after a stage (safetensors), so a long run's first stage is not lost and
+    stage 1 alone can be inspected or reused."""
+    if directory is not None:
+        directory.mkdir(parents=True, exist_ok=True)
+        save_file({k: v.contiguous() for k, v in tower.state_dict().items()}, str(directory / f"{stage}.safetensors"))
+
+
 def training_vocabs(items: Sequence[ItemInput]) -> tuple[StdVocab, ReVocab]:
     """The default STD vocabulary extended with the catalog's STD values (and its category
     hierarchy), and an RE vocabulary of every term the catalog uses."""
@@ -166,6 +176,7 @@ def train_item_tower(
     cfg: TrainConfig | None = None,
     log: Callable[[str], None] = print,
     tower_cls: type[ItemTower] = ItemTower,
+    checkpoint_dir: Path | None = None,
 ) -> TrainedTower:
     """Train from enriched items (stage 1 SimCSE, then stage 2 hierarchical triplet).
     ``tower_cls`` swaps the architecture (the benchmark's ablations) under the same recipe."""
@@ -179,7 +190,9 @@ def train_item_tower(
     history = TrainHistory()
     if cfg.simcse_epochs:
         history.simcse = _simcse(enc, items, cfg, gen, log)
+        _checkpoint(tower, checkpoint_dir, "stage1_simcse")
     if cfg.triplet_epochs and len({it.fine for it in items}) > 1:
         history.triplet = _triplet(enc, items, cfg, gen, log)
+        _checkpoint(tower, checkpoint_dir, "stage2_triplet")
     history.seconds = time.perf_counter() - t0
     return TrainedTower(tower.eval(), std_vocab, re_vocab, history)

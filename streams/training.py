@@ -20,7 +20,8 @@ console = Console()
 def train_and_publish(data: str, model_dir: Path, cfg: TrainConfig, version: str | None = None) -> Path:
     items = load_items(data)
     console.print(f"training the item tower on {len(items)} items from {data}")
-    trained = train_item_tower(items, cfg, log=console.print)
+    version = version or "item-" + datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    trained = train_item_tower(items, cfg, log=console.print, checkpoint_dir=model_dir / version / "checkpoints")
     tower, history = trained.tower, trained.history
     vectors = trained.encoder().encode(items)
     fine = [f"{it.coarse}/{it.fine}" for it in items]
@@ -30,7 +31,6 @@ def train_and_publish(data: str, model_dir: Path, cfg: TrainConfig, version: str
         "train_seconds": history.seconds,
         "items": float(len(items)),
     }
-    version = version or "item-" + datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     manifest = registry.Manifest(
         version=version,
         tower=tower.cfg,

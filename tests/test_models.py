@@ -162,3 +162,15 @@ def test_hierarchical_batches_do_not_depend_on_the_hash_seed() -> None:
         for seed in ("1", "2", "3")
     }
     assert len(runs) == 1
+
+
+def test_training_writes_a_checkpoint_per_stage(tmp_path: Path) -> None:
+    from safetensors.torch import load_file
+
+    items = [item(i, f, c, "Black") for i, (f, c) in enumerate([("coat", "outer"), ("skirt", "bottom")] * 8)]
+    cfg = TrainConfig(simcse_epochs=1, triplet_epochs=1, batch_size=8)
+    trained = train_item_tower(items, cfg, log=lambda _: None, checkpoint_dir=tmp_path / "ckpt")
+    written = {p.name for p in (tmp_path / "ckpt").iterdir()}
+    assert written == {"stage1_simcse.safetensors", "stage2_triplet.safetensors"}
+    final = load_file(str(tmp_path / "ckpt" / "stage2_triplet.safetensors"))
+    assert all(torch.equal(final[k], v) for k, v in trained.tower.state_dict().items())
