@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from bench.report import console, emit
+from bench.vectors import without_category
 from consumers.enrichment import RulesEnricher
 from models.metrics import purity_at_k
 from models.text_encoder import embed_texts
@@ -88,11 +89,6 @@ def _agreement_row(key: str, n: int, both: int, exact: int, similar: int) -> dic
     }
 
 
-def _without_category(it: ProductEnriched) -> ProductEnriched:
-    std = {k: v for k, v in it.std.items() if k != "category"}
-    return it.model_copy(update={"std": std, "coarse": "?", "fine": "?"})
-
-
 def tower_rows(variants: dict[str, list[ProductEnriched]], cfg: TrainConfig) -> list[dict[str, Any]]:
     quiet: Callable[[str], None] = lambda _msg: None  # noqa: E731
     rows = []
@@ -100,12 +96,10 @@ def tower_rows(variants: dict[str, list[ProductEnriched]], cfg: TrainConfig) -> 
         console.print(f"item tower: training on {label} ({len(items)} items)")
         trained = train_item_tower(items, cfg, log=quiet)
         enc = trained.encoder()
-        for it in items:  # as the worker does: unseen terms grow the RE vocabulary
-            enc.register(it.re)
         fine = [f"{it.coarse}/{it.fine}" for it in items]
         coarse = [it.coarse for it in items]
-        vectors = enc.encode(items)
-        hidden = enc.encode([_without_category(it) for it in items])
+        vectors = enc.encode_growing(items)
+        hidden = enc.encode([without_category(it) for it in items])
         rows.append(
             {
                 "row": label,

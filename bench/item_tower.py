@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from bench.report import RESULTS, console, emit
+from bench.vectors import without_category
 from models.ablations import ConcatMLPTower
 from models.item_tower import ItemTower
 from models.metrics import purity_at_k
@@ -45,10 +46,7 @@ def _text(it: ProductEnriched) -> str:
 
 def _embed(trained: TrainedTower, items: Sequence[ProductEnriched]) -> np.ndarray:
     """Embed as the worker does: terms the training never saw grow the RE vocabulary."""
-    enc = trained.encoder()
-    for it in items:
-        enc.register(it.re)
-    return enc.encode(items)
+    return trained.encoder().encode_growing(items)
 
 
 def _purity(vectors: np.ndarray, items: Sequence[ProductEnriched], queries: np.ndarray | None = None) -> dict:
@@ -63,18 +61,12 @@ def _without_re(it: ProductEnriched) -> ProductEnriched:
     return it.model_copy(update={"re": {}})
 
 
-def _without_category(it: ProductEnriched) -> ProductEnriched:
-    """The category tokens hidden: the neighbours must come from the other attributes."""
-    std = {k: v for k, v in it.std.items() if k != "category"}
-    return it.model_copy(update={"std": std, "coarse": "?", "fine": "?"})
-
-
 def _robustness(trained: TrainedTower, items: Sequence[ProductEnriched]) -> dict:
     """Fine purity when every item is embedded from STD + title only (no RE), and when
     the category tokens are hidden (labels stay the true ones)."""
     _, fine = _labels(items)
     no_re = _embed(trained, [_without_re(it) for it in items])
-    no_cat = _embed(trained, [_without_category(it) for it in items])
+    no_cat = _embed(trained, [without_category(it) for it in items])
     return {"no-RE fine_purity@10": purity_at_k(no_re, fine), "no-category fine_purity@10": purity_at_k(no_cat, fine)}
 
 
@@ -135,7 +127,7 @@ def run_dataset(name: str, items: list[ProductEnriched], cfg: TrainConfig) -> li
     text_vecs = embed_texts([_text(it) for it in items], progress=True)
     text_s = time.perf_counter() - t
     row = {"data": name, "model": "(d) text embeddings only (MiniLM-L6)", **_purity(text_vecs, items)}
-    no_cat = embed_texts([_text(_without_category(it)) for it in items])
+    no_cat = embed_texts([_text(without_category(it)) for it in items])
     row["no-category fine_purity@10"] = purity_at_k(no_cat, _labels(items)[1])
     row.update({f"zero-shot {k}": v for k, v in _purity(text_vecs, items, queries=held).items()})
     row["ms_per_item_batch256"] = text_s * 1000 / len(items)

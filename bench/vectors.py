@@ -28,9 +28,13 @@ def item_vectors(settings: Settings) -> tuple[list[ProductEnriched], np.ndarray,
     vocab = ReVocab(model.re_vocab_path)
     vocab.path = None  # grow in memory only: the model's snapshot stays as it was shipped
     encoder = ItemEncoder(model.tower, model.std_vocab, vocab, model.manifest.version)
-    for it in items:
-        encoder.register(it.re)
-    return items, encoder.encode(items), model.manifest.version
+    return items, encoder.encode_growing(items), model.manifest.version
+
+
+def without_category(it: ProductEnriched) -> ProductEnriched:
+    """The category tokens hidden: the neighbours must come from the other attributes."""
+    std = {k: v for k, v in it.std.items() if k != "category"}
+    return it.model_copy(update={"std": std, "coarse": "?", "fine": "?"})
 
 
 def variants(base: np.ndarray, n: int, sigma: float, seed: int = 0) -> np.ndarray:

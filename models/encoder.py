@@ -97,6 +97,12 @@ class ItemEncoder:
         title = _pad([title_ids(it.title) for it in items], self.tower.cfg.max_title_tokens)
         return std, re, title
 
+    def encode_growing(self, items: Sequence[ItemInput]) -> np.ndarray:
+        """As the worker does it: RE terms never seen grow the vocabulary, then encode."""
+        for it in items:
+            self.register(it.re)
+        return self.encode(items)
+
     @torch.inference_mode()
     def encode(self, items: Sequence[ItemInput]) -> np.ndarray:
         if not items:

@@ -48,13 +48,19 @@ def _write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def save_weights(tower: ItemTower, path: Path) -> None:
+    """The tower's weights as safetensors, written atomically (tmp file + rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    save_file({k: v.contiguous() for k, v in tower.state_dict().items()}, str(tmp))
+    os.replace(tmp, path)
+
+
 def save(model_dir: Path, manifest: Manifest, tower: ItemTower, std_vocab: StdVocab, re_vocab: ReVocab) -> Path:
     target = model_dir / manifest.version
     target.mkdir(parents=True, exist_ok=True)
     manifest = manifest.model_copy(update={"tower": tower.cfg})
-    weights = target / "item_tower.safetensors"
-    save_file({k: v.contiguous() for k, v in tower.state_dict().items()}, str(weights) + ".tmp")
-    os.replace(str(weights) + ".tmp", weights)
+    save_weights(tower, target / "item_tower.safetensors")
     std_vocab.save(target / "std_vocab.json")
     re_vocab.copy_to(target / "re_vocab.jsonl")
     _write_atomic(target / "manifest.json", manifest.model_dump_json(indent=2))

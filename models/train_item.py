@@ -19,12 +19,12 @@ import numpy as np
 import torch
 from pydantic import BaseModel, Field
 from pytorch_metric_learning import losses, miners
-from safetensors.torch import save_file
 from tqdm import tqdm
 
 from models.augment import view
 from models.encoder import ItemEncoder, ItemInput
 from models.item_tower import ItemTower, TowerConfig
+from models.registry import save_weights
 from models.tokenizer import title_vocab_size
 from models.vocab import ReVocab, StdVocab
 
@@ -157,8 +157,7 @@ def _checkpoint(tower: ItemTower, directory: Path | None, stage: str) -> None:
     """The weights after a stage (safetensors), so a long run's first stage is not lost and
     stage 1 alone can be inspected or reused."""
     if directory is not None:
-        directory.mkdir(parents=True, exist_ok=True)
-        save_file({k: v.contiguous() for k, v in tower.state_dict().items()}, str(directory / f"{stage}.safetensors"))
+        save_weights(tower, directory / f"{stage}.safetensors")
 
 
 def training_vocabs(items: Sequence[ItemInput]) -> tuple[StdVocab, ReVocab]:

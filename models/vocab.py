@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+from collections import Counter
 from collections.abc import Iterable
 from importlib import resources
 from pathlib import Path
@@ -75,12 +76,13 @@ class StdVocab:
     def extended(self, blocks: Iterable[FlatAttributes], min_count: int = 2) -> StdVocab:
         """This vocabulary plus the values seen at least ``min_count`` times in ``blocks``
         (rarer ones stay ``<unk>``: one-off values would get an untrainable row)."""
-        counts: dict[tuple[str, str], int] = {}
-        for attrs in blocks:
-            for key, values in attrs.items():
-                if is_token_key(key):
-                    for v in values:
-                        counts[(key.lower(), v.lower())] = counts.get((key.lower(), v.lower()), 0) + 1
+        counts = Counter(
+            (key.lower(), v.lower())
+            for attrs in blocks
+            for key, values in attrs.items()
+            if is_token_key(key)
+            for v in values
+        )
         keys = {k: list(v) for k, v in self.values.items()}
         for (key, value), n in sorted(counts.items()):
             if n >= min_count and term(key, value) not in self._ids:

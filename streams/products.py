@@ -59,7 +59,10 @@ class ProductPipeline:
         self.store = store
 
     async def enrich(self, product: ProductCreated) -> ProductEnriched:
-        found = await enrichment_of(product, self.enricher)
+        return self._enriched(product, await enrichment_of(product, self.enricher))
+
+    def _enriched(self, product: ProductCreated, found: Enrichment) -> ProductEnriched:
+        """RE vocabulary expansion (new terms get ids now), then the event."""
         return to_enriched(product, found, self.encoder.register(found.re), self.encoder.version)
 
     async def process(self, products: list[ProductCreated]) -> list[ProductEnriched]:
@@ -75,8 +78,7 @@ class ProductPipeline:
         primary = getattr(self.enricher, "enrich_primary", None)
         if primary is None:
             raise EnrichmentError(f"enricher {self.enricher.name} has no primary to ask again")
-        found = await primary(product)
-        enriched = to_enriched(product, found, self.encoder.register(found.re), self.encoder.version)
+        enriched = self._enriched(product, await primary(product))
         await self.index([enriched])
         return enriched
 
