@@ -6,7 +6,7 @@ Synchronous pymilvus client; async callers run it in a thread (``asyncio.to_thre
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -16,7 +16,10 @@ from pymilvus import DataType, MilvusClient
 from schemas.events import Filters
 
 DIM = 128
-_VARCHAR = {"title": 1024, "coarse": 64, "fine": 64, "gender": 16, "model_version": 64}
+# ``features``: the item's STD/RE attributes as JSON, what the reranker reads for a
+# candidate and what re-embedding the catalog under a new item tower needs.
+_VARCHAR = {"title": 1024, "coarse": 64, "fine": 64, "gender": 16, "model_version": 64, "features": 16384}
+ROW_FIELDS = ["product_id", "title", "coarse", "fine", "gender", "price", "model_version", "features"]
 
 
 class ItemRow(BaseModel):
@@ -28,6 +31,7 @@ class ItemRow(BaseModel):
     gender: str
     price: float
     model_version: str
+    features: str = "{}"
 
 
 class Hit(BaseModel):
@@ -83,6 +87,9 @@ class VectorStore:
                     raise
                 time.sleep(0.5)
 
+    def exists(self) -> bool:
+        return bool(self.client.has_collection(self.collection))
+
     def ensure_collection(self) -> None:
         if self.client.has_collection(self.collection):
             self.client.load_collection(self.collection)  # a reopened collection must be loaded
@@ -131,9 +138,21 @@ class VectorStore:
     def get(self, ids: Sequence[int], with_vectors: bool = True) -> dict[int, dict[str, Any]]:
         if not ids:
             return {}
-        fields = ["product_id", "title", "coarse", "fine"] + (["vector"] if with_vectors else [])
+        fields = ROW_FIELDS + (["vector"] if with_vectors else [])
         rows = self.client.get(self.collection, ids=[int(i) for i in ids], output_fields=fields)
         return {int(r["product_id"]): r for r in rows}
+
+    def scan(self, batch: int = 1000, with_vectors: bool = False) -> Iterator[list[dict[str, Any]]]:
+        """Every row, in batches (a query iterator: no offset/limit window to outgrow)."""
+        fields = ROW_FIELDS + (["vector"] if with_vectors else [])
+        it = self.client.query_iterator(
+            self.collection, batch_size=batch, filter="product_id >= 0", output_fields=fields
+        )
+        try:
+            while rows := it.next():
+                yield rows
+        finally:
+            it.close()
 
     def count(self) -> int:
         res = self.client.query(self.collection, filter="", output_fields=["count(*)"], consistency_level="Strong")

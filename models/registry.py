@@ -5,7 +5,7 @@ version workers load."""
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -13,8 +13,12 @@ import torch
 from pydantic import BaseModel, Field
 from safetensors.torch import load_file, save_file
 
+from models import diversity
 from models.item_tower import ItemTower, TowerConfig
+from models.ranking import RankingModels
+from models.reranker import DeepFMReranker
 from models.tokenizer import title_vocab_size
+from models.user_tower import UserTower, UserTowerConfig
 from models.vocab import ReVocab, StdVocab
 
 MANIFEST_FORMAT = "tailor.model"
@@ -30,6 +34,15 @@ class Manifest(BaseModel):
     trained: bool = False
     notes: str = ""
     metrics: dict[str, float] = Field(default_factory=dict)
+    # The version whose item tower made the vectors: versions sharing it share one Milvus
+    # collection; a new item space means a re-embedded catalog in a new collection.
+    item_space: str = ""
+    parent: str = ""  # the version this one was retrained from (its catalog is re-embedded)
+    components: list[str] = Field(default_factory=lambda: ["item_tower"])
+
+    @property
+    def space(self) -> str:
+        return self.item_space or self.version
 
 
 @dataclass
@@ -40,6 +53,7 @@ class Artifact:
     tower: ItemTower
     std_vocab: StdVocab
     re_vocab_path: Path  # the RE vocabulary snapshot the tower's table was trained with
+    ranking: RankingModels = field(default_factory=RankingModels)
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -48,18 +62,56 @@ def _write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def save_weights(tower: ItemTower, path: Path) -> None:
-    """The tower's weights as safetensors, written atomically (tmp file + rename)."""
+def save_weights(module: torch.nn.Module, path: Path) -> None:
+    """A module's weights as safetensors, written atomically (tmp file + rename)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    save_file({k: v.contiguous() for k, v in tower.state_dict().items()}, str(tmp))
+    save_file({k: v.contiguous() for k, v in module.state_dict().items()}, str(tmp))
     os.replace(tmp, path)
 
 
-def save(model_dir: Path, manifest: Manifest, tower: ItemTower, std_vocab: StdVocab, re_vocab: ReVocab) -> Path:
+def _save_ranking(target: Path, ranking: RankingModels) -> list[str]:
+    saved = []
+    if ranking.user_tower is not None:
+        save_weights(ranking.user_tower, target / "user_tower.safetensors")
+        _write_atomic(target / "user_tower.json", ranking.user_tower.cfg.model_dump_json(indent=1))
+        saved.append("user_tower")
+    if ranking.deepfm is not None:
+        ranking.deepfm.save(target)
+        saved.append("deepfm")
+    if ranking.diversity is not None:
+        diversity.save(ranking.diversity, target)
+        saved.append("diversity")
+    return saved
+
+
+def _load_ranking(target: Path, components: list[str]) -> RankingModels:
+    ranking = RankingModels()
+    if "user_tower" in components:
+        cfg = UserTowerConfig.model_validate_json((target / "user_tower.json").read_text(encoding="utf-8"))
+        ranking.user_tower = UserTower(cfg)
+        ranking.user_tower.load_state_dict(load_file(str(target / "user_tower.safetensors")))
+        ranking.user_tower.eval()
+    if "deepfm" in components:
+        ranking.deepfm = DeepFMReranker.load(target)
+    if "diversity" in components:
+        ranking.diversity = diversity.load(target)
+    return ranking
+
+
+def save(
+    model_dir: Path,
+    manifest: Manifest,
+    tower: ItemTower,
+    std_vocab: StdVocab,
+    re_vocab: ReVocab,
+    ranking: RankingModels | None = None,
+) -> Path:
+    """Write a complete version, then point ``LATEST`` at it (readers never see half a version)."""
     target = model_dir / manifest.version
     target.mkdir(parents=True, exist_ok=True)
-    manifest = manifest.model_copy(update={"tower": tower.cfg})
+    components = ["item_tower", *_save_ranking(target, ranking or RankingModels())]
+    manifest = manifest.model_copy(update={"tower": tower.cfg, "components": components})
     save_weights(tower, target / "item_tower.safetensors")
     std_vocab.save(target / "std_vocab.json")
     re_vocab.copy_to(target / "re_vocab.jsonl")
@@ -80,7 +132,13 @@ def load(model_dir: Path, version: str) -> Artifact:
     tower.load_state_dict(load_file(str(target / "item_tower.safetensors")))
     std_file = target / "std_vocab.json"
     std_vocab = StdVocab.load(std_file) if std_file.exists() else StdVocab.default()
-    return Artifact(manifest, tower.eval(), std_vocab, target / "re_vocab.jsonl")
+    ranking = _load_ranking(target, manifest.components)
+    return Artifact(manifest, tower.eval(), std_vocab, target / "re_vocab.jsonl", ranking)
+
+
+def load_latest(model_dir: Path) -> Artifact | None:
+    version = latest_version(model_dir)
+    return load(model_dir, version) if version else None
 
 
 def initial_tower(seed: int = 0) -> ItemTower:
@@ -90,12 +148,16 @@ def initial_tower(seed: int = 0) -> ItemTower:
     return ItemTower(cfg).eval()
 
 
-def is_trained(model_dir: Path) -> bool:
+def latest_manifest(model_dir: Path) -> Manifest | None:
     version = latest_version(model_dir)
     if version is None:
-        return False
-    manifest = Manifest.model_validate_json((model_dir / version / "manifest.json").read_text(encoding="utf-8"))
-    return manifest.trained
+        return None
+    return Manifest.model_validate_json((model_dir / version / "manifest.json").read_text(encoding="utf-8"))
+
+
+def is_trained(model_dir: Path) -> bool:
+    manifest = latest_manifest(model_dir)
+    return manifest is not None and manifest.trained
 
 
 def load_or_init(model_dir: Path) -> Artifact:

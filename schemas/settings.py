@@ -74,6 +74,12 @@ class Settings(BaseSettings):
         """Persisted LLM enrichment answers, keyed by content hash (replays cost nothing)."""
         return self.data_dir / "enrichment" / "cache.sqlite3"
 
+    def collection_for(self, item_space: str) -> str:
+        """The Milvus collection of one item space (the vectors of one item tower): a new
+        item tower fills a new collection while the old one keeps serving."""
+        slug = "".join(c if c.isalnum() else "_" for c in item_space.lower())
+        return f"{self.collection}__{slug}"[:255]
+
     def vocab_file(self, model_version: str) -> Path:
         """The worker's RE vocabulary log for one model version (its ids index that
         version's embedding table)."""

@@ -31,6 +31,7 @@ from schemas.events import (
     RecommendRequest,
     ReenrichRequest,
 )
+from streams import model_swap
 from streams.app import (
     app,
     deadletter,
@@ -265,3 +266,9 @@ async def _answer(req: RecommendRequest) -> RecommendReply:
         return RecommendReply(
             request_id=req.request_id, user_id=req.user_id, strategy="error", error=f"{type(exc).__name__}: {exc}"
         )
+
+
+@app.task
+async def model_updates() -> None:
+    """Hot swap on ``tailor.models.updated`` (see ``streams.model_swap``)."""
+    await model_swap.watch(svc())

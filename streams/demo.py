@@ -32,6 +32,7 @@ from schemas import topics
 from schemas.events import Interaction, ProductCreated, ProductEnriched, Profile, RecommendReply
 from schemas.settings import Settings
 from streams.catalog import SAMPLE, load_catalog, sample_file
+from streams.services import active_collection
 
 console = Console(width=None if sys.stdout.isatty() else 140)
 
@@ -220,7 +221,7 @@ async def _wait_sequences(client: RecommendClient, users: list[DemoUser], timeou
 def _unused_id(settings: Settings, product: ProductCreated) -> ProductCreated:
     """An earlier demo run (data stays in var/) already indexed the new product: give it
     the next free id, so the cold-start timing is for a product Milvus has never seen."""
-    store = VectorStore(settings.milvus, settings.collection)
+    store = VectorStore(settings.milvus, active_collection(settings))
     try:
         pid = product.product_id
         while store.get([pid], with_vectors=False):

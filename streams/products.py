@@ -4,7 +4,9 @@ Milvus upsert (pk = product_id) -> ProductEnriched."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+from typing import Any
 
 from consumers.enrichment import Enricher, Enrichment
 from consumers.enrichment.base import EnrichmentError
@@ -52,11 +54,47 @@ def to_enriched(
     )
 
 
+def item_row(e: ProductEnriched, vector: list[float]) -> ItemRow:
+    return ItemRow(
+        product_id=e.product_id,
+        vector=vector,
+        title=e.title[:300],
+        coarse=e.coarse,
+        fine=e.fine,
+        gender=e.gender,
+        price=e.price or 0.0,
+        model_version=e.model_version,
+        features=json.dumps({"std": e.std, "re": e.re}, ensure_ascii=False)[:16000],
+    )
+
+
+def from_row(row: dict[str, Any]) -> ProductEnriched:
+    """A Milvus row back into the enriched product it was embedded from (re-embedding)."""
+    feats = json.loads(row.get("features") or "{}")
+    return ProductEnriched(
+        product_id=int(row["product_id"]),
+        title=row.get("title") or "-",
+        std=feats.get("std", {}),
+        re=feats.get("re", {}),
+        coarse=row.get("coarse", ""),
+        fine=row.get("fine", ""),
+        gender=row.get("gender") or "unisex",
+        price=row.get("price") or None,
+        enricher="source",
+        model_version=row.get("model_version", ""),
+    )
+
+
 class ProductPipeline:
     def __init__(self, enricher: Enricher, encoder: ItemEncoder, store: VectorStore) -> None:
         self.enricher = enricher
         self.encoder = encoder
         self.store = store
+        # While a new item space is being filled, every write goes to it too ("mirror"),
+        # and the ids written are remembered so the catch-up never overwrites them.
+        self.mirror: ProductPipeline | None = None
+        self.mirrored: set[int] = set()
+        self.write_lock = asyncio.Lock()
 
     async def enrich(self, product: ProductCreated) -> ProductEnriched:
         return self._enriched(product, await enrichment_of(product, self.enricher))
@@ -84,17 +122,11 @@ class ProductPipeline:
 
     async def index(self, enriched: list[ProductEnriched]) -> None:
         vectors = self.encoder.encode(enriched)
-        rows = [
-            ItemRow(
-                product_id=e.product_id,
-                vector=v.tolist(),
-                title=e.title[:300],
-                coarse=e.coarse,
-                fine=e.fine,
-                gender=e.gender,
-                price=e.price or 0.0,
-                model_version=e.model_version,
-            )
-            for e, v in zip(enriched, vectors, strict=True)
-        ]
+        rows = [item_row(e, v.tolist()) for e, v in zip(enriched, vectors, strict=True)]
         await with_backoff(lambda: asyncio.to_thread(self.store.upsert, rows), "milvus upsert")
+        mirror = self.mirror
+        if mirror is not None:
+            async with mirror.write_lock:
+                mirror.encoder.encode_growing(enriched)  # the new tower's vocabulary grows too
+                await mirror.index(enriched)
+                mirror.mirrored.update(e.product_id for e in enriched)

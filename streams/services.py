@@ -1,5 +1,9 @@
 """What the agents use, built once before the worker starts: models, vector store,
-enricher, pipelines. Loading happens outside the event loop (it blocks)."""
+enricher, pipelines. Loading happens outside the event loop (it blocks).
+
+The model-dependent part is one ``Live`` object; a model swap builds a new one and
+replaces the reference in a single assignment, so a request or batch that already took
+the old one finishes with it (nothing is dropped, nothing sees half a swap)."""
 
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from consumers.enrichment import make_enricher
+from consumers.enrichment import Enricher, make_enricher
 from consumers.vector_store import VectorStore
 from models import registry
 from models.encoder import ItemEncoder
@@ -21,46 +25,105 @@ log = logging.getLogger("tailor.services")
 
 
 @dataclass
-class Services:
-    settings: Settings
-    store: VectorStore
+class Live:
+    """One model version in service."""
+
+    manifest: registry.Manifest
     encoder: ItemEncoder
+    store: VectorStore
     products: ProductPipeline
     recommender: Recommender
+
+    @property
+    def version(self) -> str:
+        return self.manifest.version
+
+
+@dataclass
+class Services:
+    settings: Settings
+    enricher: Enricher
     popularity: Popularity
+    live: Live
+
+    # The agents' view: always the live version's parts.
+    @property
+    def products(self) -> ProductPipeline:
+        return self.live.products
+
+    @property
+    def recommender(self) -> Recommender:
+        return self.live.recommender
+
+    @property
+    def store(self) -> VectorStore:
+        return self.live.store
+
+    @property
+    def encoder(self) -> ItemEncoder:
+        return self.live.encoder
 
 
-def _runtime_vocab(settings: Settings, version: str, snapshot: Path) -> ReVocab:
+def runtime_vocab(settings: Settings, version: str, snapshot: Path, inherit: Path | None = None) -> ReVocab:
     """The worker's RE vocabulary: the model version's snapshot, then every term the
-    worker has added since (the runtime log starts as a copy of the snapshot)."""
+    worker has added since (the runtime log starts as a copy of the snapshot, or of the
+    previous version's log when the item tower, and so the term ids, carried over)."""
     path = settings.vocab_file(version)
     if not path.exists():
-        ReVocab(snapshot).copy_to(path)
+        ReVocab(inherit if inherit and inherit.exists() else snapshot).copy_to(path)
     return ReVocab(path)
 
 
-def build(settings: Settings) -> Services:
-    model = registry.load_or_init(settings.models_path)
-    manifest, vocab_snapshot = model.manifest, model.re_vocab_path
-    runtime_vocab = _runtime_vocab(settings, manifest.version, vocab_snapshot)
-    trained_terms = len(ReVocab(vocab_snapshot)) if vocab_snapshot.exists() else 2
-    encoder = ItemEncoder(model.tower, model.std_vocab, runtime_vocab, manifest.version, trained_terms)
+def active_collection(settings: Settings) -> str:
+    """The collection the ``LATEST`` model serves from (for clients, demos, tests)."""
+    manifest = registry.latest_manifest(settings.models_path)
+    return settings.collection_for(manifest.space if manifest else registry.INITIAL_VERSION)
+
+
+def open_store(settings: Settings, space: str) -> VectorStore:
     token = settings.milvus_token.get_secret_value() if settings.milvus_token else None
-    store = VectorStore(settings.milvus, settings.collection, token=token)
-    store.ensure_collection()
-    popularity = Popularity()
-    log.info(
-        "model %s loaded (RE vocab %d terms); milvus %s/%s",
-        manifest.version,
-        len(encoder.re_vocab),
-        settings.milvus,
-        settings.collection,
-    )
-    return Services(
-        settings=settings,
-        store=store,
+    return VectorStore(settings.milvus, settings.collection_for(space), token=token)
+
+
+def make_live(
+    settings: Settings,
+    model: registry.Artifact,
+    enricher: Enricher,
+    popularity: Popularity,
+    store: VectorStore | None = None,
+    inherit_vocab: Path | None = None,
+) -> Live:
+    manifest = model.manifest
+    vocab = runtime_vocab(settings, manifest.version, model.re_vocab_path, inherit_vocab)
+    trained_terms = len(ReVocab(model.re_vocab_path)) if model.re_vocab_path.exists() else 2
+    encoder = ItemEncoder(model.tower, model.std_vocab, vocab, manifest.version, trained_terms)
+    if store is None:
+        store = open_store(settings, manifest.space)
+        store.ensure_collection()
+    return Live(
+        manifest=manifest,
         encoder=encoder,
-        products=ProductPipeline(make_enricher(settings.enricher, settings), encoder, store),
-        recommender=Recommender(store, encoder, popularity, settings.candidates),
-        popularity=popularity,
+        store=store,
+        products=ProductPipeline(enricher, encoder, store),
+        recommender=Recommender(store, encoder, popularity, settings.candidates, model.ranking),
     )
+
+
+def build(settings: Settings) -> Services:
+    from streams.model_swap import fill_from_parent  # the swap module builds on this one
+
+    model = registry.load_or_init(settings.models_path)
+    enricher = make_enricher(settings.enricher, settings)
+    popularity = Popularity()
+    live = make_live(settings, model, enricher, popularity)
+    fill_from_parent(settings, live)
+    log.info(
+        "model %s loaded (item space %s, %s; RE vocab %d terms); milvus %s/%s",
+        live.version,
+        live.manifest.space,
+        ", ".join(live.manifest.components),
+        len(live.encoder.re_vocab),
+        settings.milvus,
+        live.store.collection,
+    )
+    return Services(settings=settings, enricher=enricher, popularity=popularity, live=live)

@@ -1,5 +1,8 @@
-"""Request path: user vector -> Milvus top-N (filters, seen items excluded) -> MMR
-rerank -> top-k with a reason per item."""
+"""Request path: user tower -> Milvus top-100 (filters, seen items excluded) -> DeepFM ->
+self-attention diversity reranker (lambda per request) -> top-k with a reason per item.
+
+A model version without trained ranking stages (a fresh install) serves the walking
+skeleton's path: multi-interest sequence queries and MMR over the ANN scores."""
 
 from __future__ import annotations
 
@@ -13,7 +16,9 @@ import numpy as np
 from consumers.enrichment.rules import rules_re, text_to_std
 from consumers.vector_store import Hit, VectorStore, filter_expr
 from models.encoder import ItemEncoder
-from models.rerank import mmr
+from models.ranking import Candidates, RankingModels, rank
+from models.reranker import ItemFeatures, UserFeatures, item_features, user_features
+from models.user_tower import UserState
 from models.user_vector import KIND_WEIGHT, sequence_vector
 from schemas.attributes import split_category
 from schemas.events import (
@@ -23,6 +28,7 @@ from schemas.events import (
     RecommendReply,
     RecommendRequest,
 )
+from streams.products import from_row
 from streams.sequences import Popularity, UserSequence
 
 
@@ -63,12 +69,25 @@ def _matches(row: dict[str, Any], filters: Filters | None) -> bool:
     )
 
 
+FEATURE_CACHE = 200_000
+
+
 class Recommender:
-    def __init__(self, store: VectorStore, encoder: ItemEncoder, popularity: Popularity, candidates: int) -> None:
+    def __init__(
+        self,
+        store: VectorStore,
+        encoder: ItemEncoder,
+        popularity: Popularity,
+        candidates: int,
+        ranking: RankingModels | None = None,
+    ) -> None:
         self.store = store
         self.encoder = encoder
         self.popularity = popularity
         self.candidates = candidates
+        self.ranking = ranking or RankingModels()
+        # (product_id, features JSON) -> reranker features: a changed product misses.
+        self._features: dict[tuple[int, str], ItemFeatures] = {}
 
     async def answer(
         self, req: RecommendRequest, seq: UserSequence | None, clock: Callable[[], float] = time.perf_counter
@@ -77,8 +96,9 @@ class Recommender:
         t0 = clock()
         history = seq.product_ids() if seq else []
         seen = set(history) if req.exclude_seen else set()
-        query, strategy, history_rows = await self._query(req, seq)
-        timings["user_vector_ms"] = (clock() - t0) * 1000
+        history_rows = await asyncio.to_thread(self.store.get, history) if history else {}
+        query, strategy = self._query(req, seq, history_rows)
+        timings["user_tower_ms"] = (clock() - t0) * 1000
         if query is None:
             items = await self._popular(req, seen)
             strategy = "popular"
@@ -87,10 +107,9 @@ class Recommender:
             expr = filter_expr(req.filters, sorted(seen))
             results = await asyncio.to_thread(self.store.search_many, query, self.candidates, expr)
             hits = merge_hits(results, self.candidates)
+            rows = await asyncio.to_thread(self.store.get, [h.product_id for h in hits]) if hits else {}
             timings["ann_ms"] = (clock() - t1) * 1000
-            t2 = clock()
-            items = await self._rerank(req, query, hits, history_rows, strategy)
-            timings["rerank_ms"] = (clock() - t2) * 1000
+            items = self._rank(req, query[0], [h for h in hits if h.product_id in rows], rows, history_rows, timings)
         timings["total_ms"] = (clock() - t0) * 1000
         return RecommendReply(
             request_id=req.request_id,
@@ -101,60 +120,106 @@ class Recommender:
             timings_ms={k: round(v, 3) for k, v in timings.items()},
         )
 
-    async def _query(
-        self, req: RecommendRequest, seq: UserSequence | None
-    ) -> tuple[np.ndarray | None, str, dict[int, dict[str, Any]]]:
-        if seq and seq.items:
-            rows = await asyncio.to_thread(self.store.get, seq.product_ids())
-            known = [it for it in seq.items if it.product_id in rows]
-            if known:
-                vecs = np.array([rows[it.product_id]["vector"] for it in known], dtype=np.float32)
-                weights = np.array([KIND_WEIGHT.get(it.kind, 1.0) for it in known])
-                # Multi-interest: the recency-weighted mean plus the latest distinct items,
-                # so a user of coats AND sweaters is not reduced to their average.
-                recent = list(dict.fromkeys(it.product_id for it in reversed(known)))[:RECENT_QUERIES]
-                queries = [
-                    sequence_vector(vecs, weights),
-                    *(np.asarray(rows[p]["vector"], dtype=np.float32) for p in recent),
-                ]
-                return np.stack(queries), "sequence", rows
+    def _context_vector(self, req: RecommendRequest) -> np.ndarray | None:
         if req.context and req.context.strip():
-            return self.encoder.encode([context_item(req.context)]), "context", {}
-        return None, "popular", {}
+            return self.encoder.encode([context_item(req.context)])[0]
+        return None
 
-    async def _rerank(
+    def _query(
+        self, req: RecommendRequest, seq: UserSequence | None, rows: dict[int, dict[str, Any]]
+    ) -> tuple[np.ndarray | None, str]:
+        known = [it for it in (seq.items if seq else []) if it.product_id in rows]
+        context = self._context_vector(req)
+        if not known and context is None:
+            return None, "popular"
+        strategy = "sequence" if known else "context"
+        tower = self.ranking.user_tower
+        if tower is not None:
+            now = time.time()
+            state = UserState(
+                vectors=np.array([rows[it.product_id]["vector"] for it in known], dtype=np.float32).reshape(-1, 128),
+                kinds=[it.kind for it in known],
+                hours_ago=[(now - it.ts.timestamp()) / 3600.0 for it in known],
+                context=context,
+                profile=req.profile.model_dump() if req.profile else None,
+            )
+            return tower.encode([state]), strategy
+        if not known:
+            return context[None, :], strategy  # type: ignore[index]
+        vecs = np.array([rows[it.product_id]["vector"] for it in known], dtype=np.float32)
+        weights = np.array([KIND_WEIGHT.get(it.kind, 1.0) for it in known])
+        # Untrained fallback, multi-interest: the recency-weighted mean plus the latest
+        # distinct items, so a user of coats AND sweaters is not reduced to their average.
+        recent = list(dict.fromkeys(it.product_id for it in reversed(known)))[:RECENT_QUERIES]
+        queries = [sequence_vector(vecs, weights), *(np.asarray(rows[p]["vector"], dtype=np.float32) for p in recent)]
+        return np.stack(queries), strategy
+
+    def _item_features(self, row: dict[str, Any]) -> ItemFeatures:
+        key = (int(row["product_id"]), row.get("features") or "")
+        found = self._features.get(key)
+        if found is None:
+            if len(self._features) >= FEATURE_CACHE:
+                self._features.clear()
+            found = self._features[key] = item_features(self.encoder, from_row(row), row.get("price"))
+        return found
+
+    def _user_features(self, req: RecommendRequest, history_rows: dict[int, dict[str, Any]]) -> UserFeatures:
+        tower = self.ranking.user_tower
+        profile = tower.cfg.profile.features(req.profile.model_dump() if req.profile else None) if tower else None
+        return user_features([self._item_features(r) for r in history_rows.values()], profile)
+
+    def _rank(
         self,
         req: RecommendRequest,
-        query: np.ndarray,
+        user_vector: np.ndarray,
         hits: list[Hit],
+        rows: dict[int, dict[str, Any]],
         history_rows: dict[int, dict[str, Any]],
-        strategy: str,
+        timings: dict[str, float],
     ) -> list[RecommendedItem]:
         if not hits:
             return []
-        rows = await asyncio.to_thread(self.store.get, [h.product_id for h in hits])
-        hits = [h for h in hits if h.product_id in rows]
         vecs = np.array([rows[h.product_id]["vector"] for h in hits], dtype=np.float32)
-        relevance = np.array([h.score for h in hits])
-        order = mmr(relevance, vecs, req.k, req.diversity_lambda)
+        cands = Candidates(
+            vectors=vecs,
+            ann=vecs @ user_vector,
+            features=[self._item_features(rows[h.product_id]) for h in hits],
+            popularity=np.array([self.popularity.counts[h.product_id] for h in hits], dtype=np.float32),
+        )
         hist_ids = list(history_rows)
         hist_vecs = np.array([history_rows[i]["vector"] for i in hist_ids], dtype=np.float32) if hist_ids else None
-        out = []
-        for idx in order:
-            hit = hits[idx]
-            if hist_vecs is not None:
-                nearest = hist_ids[int(np.argmax(hist_vecs @ vecs[idx]))]
-                reason = f"similar to '{history_rows[nearest].get('title', nearest)}' you viewed"
-            else:
-                reason = (
-                    f"matches your search '{(req.context or '')[:60]}'" if strategy == "context" else "similar items"
-                )
-            out.append(
-                RecommendedItem(
-                    product_id=hit.product_id, score=round(hit.score, 5), reason=reason, title=hit.title, fine=hit.fine
-                )
+        user = self._user_features(req, history_rows)
+        order = rank(self.ranking, user_vector, user, cands, hist_vecs, req.k, req.diversity_lambda)
+        timings.update(cands.timings_ms)
+        return [
+            RecommendedItem(
+                product_id=hits[i].product_id,
+                score=round(float(cands.ann[i]), 5),
+                reason=self._reason(req, i, cands, hist_ids, hist_vecs, history_rows, user),
+                title=hits[i].title,
+                fine=hits[i].fine,
             )
-        return out
+            for i in order
+        ]
+
+    def _reason(
+        self,
+        req: RecommendRequest,
+        i: int,
+        cands: Candidates,
+        hist_ids: list[int],
+        hist_vecs: np.ndarray | None,
+        history_rows: dict[int, dict[str, Any]],
+        user: UserFeatures,
+    ) -> str:
+        """The nearest history item, and the attributes the item shares with the history."""
+        liked = set(user.re)
+        shared = [self.encoder.re_vocab.tokens[t] for t in cands.features[i].re if t in liked][:3]
+        matching = f" (shares {', '.join(s.replace('=', ': ') for s in shared)})" if shared else ""
+        if hist_vecs is not None:
+            nearest = hist_ids[int(np.argmax(hist_vecs @ cands.vectors[i]))]
+            return f"similar to '{history_rows[nearest].get('title', nearest)}' you viewed{matching}"
+        return f"matches your search '{(req.context or '')[:60]}'" if req.context else "similar items"
 
     async def _popular(self, req: RecommendRequest, seen: set[int]) -> list[RecommendedItem]:
         ranked = self.popularity.top(req.k * 3, seen)

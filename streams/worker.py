@@ -24,4 +24,4 @@ def run_worker(settings: Settings, metrics_port: int = 0) -> None:
     try:
         worker.execute_from_commandline()
     finally:
-        agents.services.store.close()
+        agents.services.live.store.close()

@@ -9,6 +9,7 @@ import pytest
 from consumers.producer import TailorProducer
 from consumers.recommend_client import RecommendClient
 from consumers.vector_store import VectorStore
+from streams.services import active_collection
 from tests.harness import Stack
 
 
@@ -37,7 +38,7 @@ async def client(stack: Stack) -> AsyncIterator[RecommendClient]:
 
 @pytest.fixture
 def store(stack: Stack) -> Iterator[VectorStore]:
-    vs = VectorStore(stack.settings.milvus, stack.settings.collection)
+    vs = VectorStore(stack.settings.milvus, active_collection(stack.settings))
     yield vs
     vs.close()
 

@@ -1,0 +1,150 @@
+"""Self-attention listwise reranker (seed-a "Diversity-Aware Serving").
+
+It looks at the whole top-100 at once: every candidate is a token (its item vector, the
+DeepFM score, the retrieval score), plus one user token; two transformer layers without
+positions (a list is a set here) let each candidate see what else is on the list, so a
+candidate that repeats many others can be scored down and a distinct one up. Trained
+listwise: softmax cross-entropy of the clicked item against the rest of its list.
+
+Selection then trades its scores against redundancy with the per-request lambda (the same
+greedy rule as MMR, ``models.rerank.mmr``), so lambda = 1 is the learned order as is.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, Field
+from safetensors.torch import load_file, save_file
+from torch import nn
+from tqdm import tqdm
+
+from models.rerank import mmr
+
+
+class DiversityConfig(BaseModel):
+    dim: int = 64
+    item_dim: int = 128
+    heads: int = 4
+    layers: int = 2
+    dropout: float = 0.1
+
+
+@dataclass
+class CandidateList:
+    """One request's candidates: ``vectors`` (n, 128), ``scores`` (n, 2) = DeepFM logit,
+    ANN score; ``target`` the clicked index (training only)."""
+
+    user: np.ndarray
+    vectors: np.ndarray
+    scores: np.ndarray
+    target: int = -1
+
+
+class SelfAttentionReranker(nn.Module):
+    def __init__(self, cfg: DiversityConfig | None = None) -> None:
+        super().__init__()
+        self.cfg = cfg = cfg or DiversityConfig()
+        self.item = nn.Linear(cfg.item_dim + 2, cfg.dim)
+        self.user = nn.Linear(cfg.item_dim, cfg.dim)
+        layer = nn.TransformerEncoderLayer(
+            cfg.dim, cfg.heads, cfg.dim * 4, cfg.dropout, activation="gelu", batch_first=True, norm_first=True
+        )
+        self.encoder = nn.TransformerEncoder(layer, cfg.layers, enable_nested_tensor=False)
+        self.out = nn.Linear(cfg.dim, 1)
+        self.keep = nn.Parameter(torch.tensor(1.0))  # starts as "the DeepFM order"
+
+    def forward(self, user: torch.Tensor, items: torch.Tensor, scores: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
+        """user (B, 128), items (B, N, 128), scores (B, N, 2), pad (B, N) -> (B, N) logits."""
+        tokens = torch.cat([self.user(user).unsqueeze(1), self.item(torch.cat([items, scores], -1))], dim=1)
+        mask = torch.cat([torch.zeros_like(pad[:, :1]), pad], dim=1)
+        encoded = self.encoder(tokens, src_key_padding_mask=mask)[:, 1:]
+        logits = self.keep * scores[..., 0] + self.out(encoded).squeeze(-1)
+        return logits.masked_fill(pad, float("-inf"))
+
+    @torch.inference_mode()
+    def score(self, lst: CandidateList) -> np.ndarray:
+        self.eval()
+        user, items, scores, pad = _batch([lst])
+        return self(user, items, scores, pad)[0].numpy()
+
+
+def _batch(lists: Sequence[CandidateList]) -> tuple[torch.Tensor, ...]:
+    n = max(len(x.vectors) for x in lists)
+    b, d = len(lists), lists[0].vectors.shape[1]
+    items = torch.zeros(b, n, d)
+    scores = torch.zeros(b, n, 2)
+    pad = torch.ones(b, n, dtype=torch.bool)
+    for i, x in enumerate(lists):
+        m = len(x.vectors)
+        items[i, :m] = torch.from_numpy(np.asarray(x.vectors, dtype=np.float32))
+        scores[i, :m] = torch.from_numpy(np.asarray(x.scores, dtype=np.float32))
+        pad[i, :m] = False
+    user = torch.from_numpy(np.stack([np.asarray(x.user, dtype=np.float32) for x in lists]))
+    return user, items, scores, pad
+
+
+def select(scores: np.ndarray, vectors: np.ndarray, k: int, lam: float) -> list[int]:
+    """Greedy: ``lam`` * min-max scaled score - (1 - lam) * max similarity to the picked."""
+    finite = np.isfinite(scores)
+    s = np.where(finite, scores, np.nan)
+    lo, hi = np.nanmin(s), np.nanmax(s)
+    scaled = np.where(finite, (s - lo) / (hi - lo + 1e-9), -1.0)
+    return mmr(scaled, vectors, k, lam)
+
+
+class DiversityHistory(BaseModel):
+    loss: list[float] = Field(default_factory=list)
+    seconds: float = 0.0
+
+
+def train_diversity(
+    lists: list[CandidateList],
+    epochs: int = 6,
+    batch_size: int = 64,
+    lr: float = 1e-3,
+    seed: int = 0,
+    log: Callable[[str], None] = print,
+) -> tuple[SelfAttentionReranker, DiversityHistory]:
+    torch.manual_seed(seed)
+    rng = random.Random(seed)
+    model = SelfAttentionReranker()
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+    data = [x for x in lists if x.target >= 0]
+    history = DiversityHistory()
+    start = time.perf_counter()
+    for epoch in range(epochs):
+        rng.shuffle(data)
+        losses = []
+        for lo in tqdm(range(0, len(data), batch_size), desc=f"self-attention reranker {epoch + 1}", leave=False):
+            chunk = data[lo : lo + batch_size]
+            logits = model(*_batch(chunk))
+            loss = F.cross_entropy(logits, torch.tensor([x.target for x in chunk]))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            losses.append(float(loss.item()))
+        history.loss.append(float(np.mean(losses)) if losses else 0.0)
+        log(f"self-attention reranker epoch {epoch + 1}: listwise CE {history.loss[-1]:.4f}")
+    history.seconds = time.perf_counter() - start
+    return model.eval(), history
+
+
+def save(model: SelfAttentionReranker, folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(folder / "diversity.safetensors"))
+    (folder / "diversity.json").write_text(model.cfg.model_dump_json(), encoding="utf-8")
+
+
+def load(folder: Path) -> SelfAttentionReranker:
+    cfg = DiversityConfig.model_validate_json((folder / "diversity.json").read_text(encoding="utf-8"))
+    model = SelfAttentionReranker(cfg)
+    model.load_state_dict(load_file(str(folder / "diversity.safetensors")))
+    return model.eval()

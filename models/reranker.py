@@ -1,0 +1,188 @@
+"""DeepFM reranker (seed-b Stage 3) on deepctr-torch, with weight transfer from the item tower.
+
+Features of one (user, candidate) pair:
+  sparse  coarse, fine, colour            STD ids         -> table "std"
+          std (all STD ids of the item)   VarLen, mean    -> table "std"
+          re  (RE ids of the item)        VarLen, mean    -> table "re"
+          user_fine (the user's most frequent fine category)  -> table "std"
+          user_std / user_re (the user's most frequent STD / RE ids) VarLen -> "std" / "re"
+  dense   price (log, z-scored), ann (user . item, the retrieval score), hist_sim (max
+          item . history item), pop (log count, scaled), profile z-scores + missing flags
+
+Weight transfer (documented mapping): every STD feature shares ONE 64-d table named "std"
+whose row i is the item tower's ``std_emb`` row i (same StdVocab ids); every RE feature
+shares ONE table "re" whose row i is the tower's ``re_emb`` row i (same ReVocab ids). The
+rows are copied scaled by ``transfer_scale`` (the FM term sums squared embeddings; the
+tower's rows are ~unit norm, deepctr starts at 1e-4). Ids the reranker's table has no row
+for (RE terms added after training) fall back to 0 = padding, i.e. "no information".
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from pydantic import BaseModel
+from safetensors.torch import load_file, save_file
+
+from models.deepctr import DeepFM, DenseFeat, SparseFeat, VarLenSparseFeat
+from models.encoder import ItemEncoder, ItemInput
+from models.item_tower import ItemTower
+
+DENSE = ("price", "ann", "hist_sim", "pop", "z_height", "z_weight", "z_age", "miss_height", "miss_weight", "miss_age")
+
+
+@dataclass(frozen=True)
+class ItemFeatures:
+    coarse: int
+    fine: int
+    color: int
+    std: tuple[int, ...]
+    re: tuple[int, ...]
+    price: float = 0.0
+
+
+@dataclass
+class UserFeatures:
+    fine: int = 0
+    std: list[int] = field(default_factory=list)
+    re: list[int] = field(default_factory=list)
+    profile: list[float] = field(default_factory=lambda: [0.0] * 3 + [1.0] * 3)  # z-scores, missing flags
+
+
+def item_features(encoder: ItemEncoder, item: ItemInput, price: float | None = None) -> ItemFeatures:
+    colors = item.std.get("color") or [""]
+    return ItemFeatures(
+        coarse=encoder.std_vocab.id("coarse", item.coarse),
+        fine=encoder.std_vocab.id("fine", item.fine),
+        color=encoder.std_vocab.id("color", colors[0]),
+        std=tuple(encoder.std_tokens(item)),
+        re=tuple(encoder.re_tokens(item)),
+        price=float(price or 0.0),
+    )
+
+
+def user_features(history: Sequence[ItemFeatures], profile: list[float] | None, top: int = 16) -> UserFeatures:
+    """What the user's history says, as the reranker's user-side sparse features."""
+    if not history:
+        return UserFeatures(profile=profile or UserFeatures().profile)
+    fine = Counter(it.fine for it in history).most_common(1)[0][0]
+    std = [i for i, _ in Counter(i for it in history for i in it.std).most_common(top)]
+    re = [i for i, _ in Counter(i for it in history for i in it.re).most_common(top)]
+    return UserFeatures(fine=fine, std=std, re=re, profile=profile or UserFeatures().profile)
+
+
+class RerankerConfig(BaseModel):
+    std_size: int
+    re_size: int
+    dim: int = 64  # = the item tower's token dim, so the tables transfer 1:1
+    max_std: int = 24
+    max_re: int = 16
+    max_user: int = 16
+    dnn: tuple[int, ...] = (256, 128)
+    dropout: float = 0.1
+    transfer_scale: float = 0.1
+    price_mean: float = 0.0
+    price_std: float = 1.0
+    pop_scale: float = 1.0  # log1p of the largest training count
+
+
+def _pad(rows: Sequence[Sequence[int]], width: int, limit: int) -> np.ndarray:
+    out = np.zeros((len(rows), width), dtype=np.float32)
+    for i, row in enumerate(rows):
+        ids = [j if j < limit else 0 for j in row[:width]]
+        out[i, : len(ids)] = ids
+    return out
+
+
+class DeepFMReranker:
+    def __init__(self, cfg: RerankerConfig, seed: int = 0) -> None:
+        self.cfg = cfg
+        c = cfg
+        std = dict(vocabulary_size=c.std_size, embedding_dim=c.dim, embedding_name="std")
+        re = dict(vocabulary_size=c.re_size, embedding_dim=c.dim, embedding_name="re")
+        self.columns = [
+            SparseFeat("coarse", **std),
+            SparseFeat("fine", **std),
+            SparseFeat("color", **std),
+            SparseFeat("user_fine", **std),
+            VarLenSparseFeat(SparseFeat("std", **std), maxlen=c.max_std, combiner="mean"),
+            VarLenSparseFeat(SparseFeat("re", **re), maxlen=c.max_re, combiner="mean"),
+            VarLenSparseFeat(SparseFeat("user_std", **std), maxlen=c.max_user, combiner="mean"),
+            VarLenSparseFeat(SparseFeat("user_re", **re), maxlen=c.max_user, combiner="mean"),
+            *(DenseFeat(name, 1) for name in DENSE),
+        ]
+        torch.manual_seed(seed)
+        self.model = DeepFM(
+            self.columns,
+            self.columns,
+            dnn_hidden_units=c.dnn,
+            dnn_dropout=c.dropout,
+            l2_reg_embedding=1e-6,
+            seed=seed,
+            task="binary",
+            device="cpu",
+        )
+
+    def transfer(self, tower: ItemTower) -> dict[str, int]:
+        """Copy the tower's STD/RE rows into the shared "std"/"re" tables; returns rows copied."""
+        copied = {}
+        with torch.no_grad():
+            for name, source in (("std", tower.std_emb.weight), ("re", tower.re_emb.weight)):
+                target = self.model.embedding_dict[name].weight
+                n = min(len(target), len(source))
+                target[:n] = source[:n] * self.cfg.transfer_scale
+                copied[name] = n
+        return copied
+
+    def matrix(self, users: Sequence[UserFeatures], items: Sequence[ItemFeatures], dense: np.ndarray) -> np.ndarray:
+        """The deepctr input matrix, columns in the model's ``feature_index`` order.
+        ``dense``: (n, 4) = ann, hist_sim, raw popularity count, (unused) per pair."""
+        c = self.cfg
+        n = len(items)
+        price = np.array([(math.log1p(it.price) - c.price_mean) / c.price_std for it in items], dtype=np.float32)
+        pop = np.log1p(np.maximum(dense[:, 2], 0)) / max(c.pop_scale, 1e-6)
+        profile = np.array([u.profile for u in users], dtype=np.float32).reshape(n, 6)
+        parts = {
+            "coarse": np.array([[it.coarse] for it in items], dtype=np.float32).reshape(n, 1),
+            "fine": np.array([[it.fine] for it in items], dtype=np.float32).reshape(n, 1),
+            "color": np.array([[it.color] for it in items], dtype=np.float32).reshape(n, 1),
+            "user_fine": np.array([[u.fine] for u in users], dtype=np.float32).reshape(n, 1),
+            "std": _pad([it.std for it in items], c.max_std, c.std_size),
+            "re": _pad([it.re for it in items], c.max_re, c.re_size),
+            "user_std": _pad([u.std for u in users], c.max_user, c.std_size),
+            "user_re": _pad([u.re for u in users], c.max_user, c.re_size),
+            "price": price[:, None],
+            "ann": dense[:, :1],
+            "hist_sim": dense[:, 1:2],
+            "pop": pop[:, None].astype(np.float32),
+        }
+        for j, name in enumerate(DENSE[4:]):
+            parts[name] = profile[:, j : j + 1]
+        ordered = sorted(self.model.feature_index.items(), key=lambda kv: kv[1][0])
+        return np.concatenate([parts[name] for name, _ in ordered], axis=1).astype(np.float32)
+
+    @torch.inference_mode()
+    def score(self, x: np.ndarray) -> np.ndarray:
+        self.model.eval()
+        return self.model(torch.from_numpy(x)).numpy().ravel()
+
+    def save(self, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        state = {k: v.contiguous() for k, v in self.model.state_dict().items()}
+        save_file(state, str(folder / "deepfm.safetensors"))
+        (folder / "deepfm.json").write_text(self.cfg.model_dump_json(indent=1), encoding="utf-8")
+
+    @classmethod
+    def load(cls, folder: Path) -> DeepFMReranker:
+        cfg = RerankerConfig.model_validate(json.loads((folder / "deepfm.json").read_text(encoding="utf-8")))
+        reranker = cls(cfg)
+        reranker.model.load_state_dict(load_file(str(folder / "deepfm.safetensors")))
+        reranker.model.eval()
+        return reranker
