@@ -93,6 +93,7 @@ class Interaction(Event):
 class Profile(BaseModel):
     height_cm: Annotated[float, Field(ge=50, le=250)] | None = None
     weight_kg: Annotated[float, Field(ge=20, le=300)] | None = None
+    age: Annotated[float, Field(ge=10, le=120)] | None = None
 
 
 class Filters(BaseModel):
@@ -143,3 +144,14 @@ class DeadLetter(Event):
     error: str  # short reason class, e.g. "invalid_json", "schema", "too_large"
     detail: str  # human-readable explanation (validation errors, ...)
     payload_b64: str  # the original bytes, base64, so nothing is lost
+
+
+class ModelsUpdated(Event):
+    """Published by ``tailor retrain`` once a new model version is complete on disk:
+    every worker loads it and swaps without dropping a request."""
+
+    model_version: Id
+    item_space: Id  # the version whose item tower made the vectors (= the Milvus collection)
+    item_tower_changed: bool
+    components: list[str] = Field(default_factory=list)
+    metrics: dict[str, float] = Field(default_factory=dict)
