@@ -13,6 +13,8 @@ from rich.table import Table
 
 RESULTS = Path(__file__).parent / "results"
 console = Console(width=160)
+# Columns of text (left-aligned); the rest are numbers.
+TEXT_COLUMNS = ("backend", "model", "row", "data", "set", "search", "path", "stage", "consumer", "enricher")
 
 
 def percentiles(samples_ms: Sequence[float]) -> dict[str, float]:
@@ -31,7 +33,7 @@ def emit(name: str, title: str, rows: list[dict[str, Any]]) -> Path:
     columns = list(dict.fromkeys(k for row in rows for k in row))
     table = Table(title=title, title_justify="left")
     for col in columns:
-        table.add_column(col, justify="left" if col in ("backend", "model", "row", "data") else "right")
+        table.add_column(col, justify="left" if col in TEXT_COLUMNS else "right")
     for row in rows:
         table.add_row(*(_cell(row.get(c, "")) for c in columns))
     console.print(table)

@@ -1,0 +1,314 @@
+"""Freshness: how soon a newly published product is usable, in a running system.
+
+    python -m bench.freshness [--items 100000] [--products 200] [--rate 4] [--zero-shot both]
+                              [--models DIR] [--k 20] [--history 8] [--poll-ms 50]
+
+Starts a real noida-db broker, an embedded Milvus and the real worker (``tailor worker``,
+``TAILOR_ENRICHER=rules``) on free ports in a temp dir. The ``--items`` catalog is seeded
+directly, not through Kafka (synthetic products of the sample's generator family, embedded
+with the worker's own ``ItemEncoder`` in batches and upserted into its Milvus collection).
+One made-up user per new product clicks the ``--history`` catalog items nearest to that
+product (its expected vector, computed in this process), so the new product should rank
+high for them. Then ``--products`` new products (no RE attributes: the worker must enrich
+them) are published via ``TailorProducer`` at ``--rate`` per second, and for each we time
+publish (before the send) ->
+
+  * in Milvus: found by ``get`` on its id (polled every few ms from another client);
+  * ProductEnriched: the worker's event about it seen on ``tailor.products.enriched``;
+  * in a reply: first ``RecommendClient`` reply (top-``--k``) for its user that contains it
+    (the user is polled every ``--poll-ms`` once the product is in Milvus, not before, to
+    keep the load the polling adds down; the resolution is that plus one request).
+
+With ``--zero-shot both`` the worker runs once with the rules enricher's MiniLM zero-shot
+matching and once without (``TAILOR_RULES_ZERO_SHOT=false``), on the same catalog.
+Baselines, measured in the same run on the same Milvus with the worker idle: Milvus alone
+(upsert one row -> ``get`` finds it) and the product pipeline in process (rules enrich +
+embed + upsert, no Kafka, no worker). Goal: p99 <= 1 s with the rules enricher.
+Writes bench/results/freshness.csv and freshness.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from bench import synth
+from bench.report import console, emit
+from bench.system import Catalog, System, ensure_model, item_row, open_loop, plot_latency, ratios, running, stats
+from consumers.enrichment import RulesEnricher
+from consumers.kafka import client_kwargs
+from consumers.producer import TailorProducer
+from consumers.recommend_client import RecommendClient, RecommendTimeout
+from schemas import topics
+from schemas.events import Interaction, ProductCreated, ProductEnriched
+from schemas.limits import MAX_K
+from streams.products import to_enriched
+
+GOAL_MS = 1000.0
+
+
+class EnrichedWatcher:
+    """When each product's ProductEnriched appears on the topic (read from the end)."""
+
+    def __init__(self, system: System) -> None:
+        self.consumer = AIOKafkaConsumer(**client_kwargs(system.settings), group_id=None, enable_auto_commit=False)
+        self.seen: dict[int, float] = {}
+        self.task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self.consumer.start()
+        name = topics.PRODUCTS_ENRICHED.name
+        parts = [TopicPartition(name, p) for p in range(topics.PRODUCTS_ENRICHED.partitions)]
+        self.consumer.assign(parts)
+        await self.consumer.seek_to_end(*parts)
+        for tp in parts:
+            await self.consumer.position(tp)
+        self.task = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        async for rec in self.consumer:
+            now = time.perf_counter()
+            try:
+                self.seen.setdefault(ProductEnriched.model_validate_json(rec.value or b"").product_id, now)
+            except ValueError:
+                continue
+
+    async def stop(self) -> None:
+        if self.task:
+            self.task.cancel()
+            await asyncio.gather(self.task, return_exceptions=True)
+        await self.consumer.stop()
+
+
+def matching_users(system: System, new: list[ProductCreated], history: int, zero_shot: bool) -> dict[int, list[int]]:
+    """Per new product, the catalog items nearest to its expected vector (enriched and
+    embedded in this process as the worker will: same rules enricher mode, same model and
+    RE vocabulary): its user's clicks, nearest last (the newest click weighs most)."""
+    services = system.build_services()
+    enricher = RulesEnricher(zero_shot=zero_shot)
+    enriched = [
+        to_enriched(p, e, version=services.encoder.version) for p, e in zip(new, enricher.enrich_now(new), strict=True)
+    ]
+    vectors = services.encoder.encode_growing(enriched)
+    found = services.store.search_many(vectors, history)
+    return {p.product_id: [h.product_id for h in hits][::-1] for p, hits in zip(new, found, strict=True)}
+
+
+async def publish_histories(system: System, histories: dict[str, list[int]]) -> None:
+    """Publish the users' clicks and wait until the worker has applied them all."""
+    topic = topics.INTERACTIONS.name
+    before = system.events_ok(topic)
+    start = datetime.now(UTC) - timedelta(hours=1)
+    events = [
+        Interaction(event_id=f"{user}-{i}", user_id=user, product_id=pid, ts=start + timedelta(seconds=i))
+        for user, pids in histories.items()
+        for i, pid in enumerate(pids)
+    ]
+    async with TailorProducer(system.settings) as producer:
+        for i in range(0, len(events), 500):
+            await asyncio.gather(*(producer.publish_interaction(e) for e in events[i : i + 500]))
+    deadline = time.monotonic() + 120
+    while system.events_ok(topic) < before + len(events):
+        if time.monotonic() > deadline:
+            raise TimeoutError("the worker did not apply the users' clicks in 120 s")
+        await asyncio.sleep(0.2)
+
+
+async def measure(
+    system: System, new: list[ProductCreated], users: dict[int, str], args: argparse.Namespace
+) -> dict[str, dict[int, float]]:
+    """Publish ``new`` on schedule; per product the seconds to each milestone, and its rank."""
+    store = system.store()
+    published: dict[int, float] = {}
+    in_milvus: dict[int, float] = {}
+    in_reply: dict[int, float] = {}
+    rank: dict[int, float] = {}
+    pending: set[int] = set()
+    found: dict[int, asyncio.Event] = {}
+    done = asyncio.Event()
+
+    async def poll_milvus() -> None:
+        # Until every product is found, or the last one published has had its timeout.
+        while not done.is_set() or (pending and time.perf_counter() - max(published.values()) < args.timeout):
+            if pending:
+                rows = await asyncio.to_thread(store.get, sorted(pending), False)
+                now = time.perf_counter()
+                for pid in rows:
+                    if pid in pending:
+                        in_milvus[pid] = now
+                        pending.discard(pid)
+                        found[pid].set()
+            await asyncio.sleep(0.01)
+
+    async def watch_reply(client: RecommendClient, pid: int, t0: float) -> None:
+        # No reply can hold it before it is in Milvus: polling from then on keeps the load
+        # the measurement adds to the worker down.
+        deadline = t0 + args.timeout
+        try:
+            await asyncio.wait_for(found[pid].wait(), args.timeout)
+        except TimeoutError:
+            return
+        while time.perf_counter() < deadline:
+            try:
+                reply = await client.recommend(users[pid], k=args.k)
+            except RecommendTimeout:
+                continue
+            ranks = [i for i, it in enumerate(reply.items, 1) if it.product_id == pid]
+            if ranks:
+                in_reply[pid], rank[pid] = time.perf_counter(), ranks[0]
+                return
+            await asyncio.sleep(args.poll_ms / 1000)
+
+    watcher = EnrichedWatcher(system)
+    await watcher.start()
+    poller = asyncio.create_task(poll_milvus())
+    async with TailorProducer(system.settings) as producer, RecommendClient(system.settings, timeout_s=5) as client:
+
+        async def fire(i: int, _due: float) -> None:
+            product = new[i]
+            found[product.product_id] = asyncio.Event()
+            t0 = time.perf_counter()
+            await producer.publish_product(synth.without_re(product))
+            published[product.product_id] = t0
+            pending.add(product.product_id)
+            await watch_reply(client, product.product_id, t0)
+
+        await open_loop(args.rate, len(new) / args.rate, fire)
+        done.set()
+        await poller
+        # Where the missed ones are: their rank in the user's longest list, once.
+        missed = {}
+        for pid in set(in_milvus) - set(in_reply):
+            reply = await client.recommend(users[pid], k=MAX_K)
+            missed[pid] = next((i for i, it in enumerate(reply.items, 1) if it.product_id == pid), None)
+        if missed:
+            console.print(f"  missed in top-{args.k}; rank in top-{MAX_K} at the end (None: not there): {missed}")
+    await watcher.stop()
+    store.close()
+
+    def since(marks: dict[int, float]) -> dict[int, float]:
+        return {pid: (t - published[pid]) * 1000 for pid, t in marks.items() if pid in published}
+
+    return {
+        "milvus": since(in_milvus),
+        "enriched": since(watcher.seen),
+        "reply": since(in_reply),
+        "rank": rank,
+    }
+
+
+def baselines(system: System, n: int, first_id: int) -> dict[str, list[float]]:
+    """Measured with the worker idle, on the same Milvus collection."""
+    services = system.build_services()
+    store = system.store()
+    rng = np.random.default_rng(3)
+    milvus_alone = []
+    for i in range(n):
+        v = rng.normal(size=128).astype(np.float32)
+        pid = first_id + i
+        t0 = time.perf_counter()
+        store.upsert([item_row(pid, v / np.linalg.norm(v))])
+        while not store.get([pid], with_vectors=False):
+            time.sleep(0.001)
+        milvus_alone.append((time.perf_counter() - t0) * 1000)
+    in_process = []
+    for product in synth.products(n, seed=99, first_id=first_id + n):
+        product = synth.without_re(product)
+        t0 = time.perf_counter()
+        asyncio.run(services.products.process([product]))
+        while not store.get([product.product_id], with_vectors=False):
+            time.sleep(0.001)
+        in_process.append((time.perf_counter() - t0) * 1000)
+    store.close()
+    return {"milvus": milvus_alone, "in_process": in_process}
+
+
+def run_mode(system: System, catalog: Catalog, zero_shot: bool, run: int, args: argparse.Namespace) -> dict[str, Any]:
+    label = "rules, zero-shot on" if zero_shot else "rules, zero-shot off"
+    system.stop_worker()
+    startup = system.start_worker(TAILOR_RULES_ZERO_SHOT=str(zero_shot).lower())
+    console.print(f"[bold]{label}[/]: worker ready in {startup:.1f}s")
+    first_id = int(catalog.ids.max()) + 1_000 + run * 100_000
+    new = list(synth.products(args.products, seed=1000 + run, first_id=first_id))
+    neighbours = matching_users(system, [synth.without_re(p) for p in new], args.history, zero_shot)
+    users = {pid: f"fresh-r{run}-{pid}" for pid in neighbours}
+    asyncio.run(publish_histories(system, {users[pid]: hist for pid, hist in neighbours.items()}))
+    console.print(f"  {len(users)} users' clicks applied; publishing {len(new)} products at {args.rate}/s")
+    result = asyncio.run(measure(system, new, users, args))
+    result["label"] = label  # type: ignore[assignment]
+    return result
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--items", type=int, default=100_000, help="catalog size seeded into Milvus")
+    ap.add_argument("--products", type=int, default=200, help="new products published")
+    ap.add_argument("--rate", type=float, default=4.0, help="new products per second")
+    ap.add_argument("--zero-shot", choices=["on", "off", "both"], default="both")
+    ap.add_argument("--k", type=int, default=20, help="reply length the new product must appear in")
+    ap.add_argument("--history", type=int, default=8, help="clicks of each matching user")
+    ap.add_argument("--poll-ms", type=float, default=50.0, help="pause between a user's requests")
+    ap.add_argument("--timeout", type=float, default=15.0, help="seconds before a product counts as missed")
+    ap.add_argument("--baseline", type=int, default=50, help="samples of each baseline")
+    ap.add_argument("--models", type=Path, help="model dir (LATEST); default TAILOR_MODEL_DIR or train on sample")
+    ap.add_argument("--keep", action="store_true", help="keep the temp data dir (logs)")
+    args = ap.parse_args()
+    models = ensure_model(args.models)
+    modes = {"on": [True], "off": [False], "both": [True, False]}[args.zero_shot]
+    with running(models, keep=args.keep) as system:
+        catalog = system.seed_catalog(args.items)
+        console.print(f"seeded {len(catalog.ids):,} items directly into Milvus in {catalog.seconds:.0f}s")
+        results = [run_mode(system, catalog, zs, i, args) for i, zs in enumerate(modes)]
+        system.stop_worker()
+        base = baselines(system, args.baseline, int(catalog.ids.max()) + 900_000)
+        system_zero_shot = system.settings.rules_zero_shot
+    base_rows = [
+        {"row": "baseline: Milvus alone, upsert 1 row -> get finds it", "enricher": "-", **stats(base["milvus"])},
+        {
+            "row": "baseline: in process, enrich + embed + upsert -> get (no Kafka)",
+            "enricher": "rules, zero-shot " + ("on" if system_zero_shot else "off"),
+            **stats(base["in_process"]),
+        },
+    ]
+    rows: list[dict[str, Any]] = []
+    series: dict[str, list[float]] = {}
+    names = {
+        "milvus": "publish -> in Milvus (get by id)",
+        "enriched": "publish -> ProductEnriched on Kafka",
+        "reply": f"publish -> first top-{args.k} reply with it",
+    }
+    for res in results:
+        for key, name in names.items():
+            values = list(res[key].values())
+            row = {"row": name, "enricher": res["label"], **stats(values), "missed": args.products - len(values)}
+            if key == "reply" and res["rank"]:
+                row["mean_rank"] = float(np.mean(list(res["rank"].values())))
+            rows.append(row)
+            if key != "enriched":
+                series[f"{name} [{res['label']}]"] = values
+    series["baseline: Milvus alone"] = base["milvus"]
+    series["baseline: in process (no Kafka)"] = base["in_process"]
+    rows += base_rows
+    ratios(rows, base_rows[0])
+    for row in rows:
+        row["goal_p99<=1s"] = (
+            "-" if row["row"].startswith("baseline") else ("yes" if row.get("p99_ms", 1e9) <= GOAL_MS else "NO")
+        )
+    title = (
+        f"Freshness: {len(catalog.ids):,}-item catalog (seeded directly into Milvus), {args.products} new products "
+        f"(no RE: enriched by the worker) at {args.rate:g}/s, users of {args.history} nearest clicks, "
+        f"reply polled every {args.poll_ms:g} ms; x_ = ratio to Milvus alone"
+    )
+    emit("freshness", title, rows)
+    plot_latency("freshness", title, series, GOAL_MS)
+
+
+if __name__ == "__main__":
+    main()

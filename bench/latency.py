@@ -1,0 +1,250 @@
+"""Request-reply latency under a fixed arrival rate, through Kafka, against the real worker.
+
+    python -m bench.latency [--items 100000] [--users 1000] [--history 20] [--rate 50]
+                            [--seconds 60] [--baseline-seconds 20] [--models DIR]
+
+Starts a real noida-db broker, an embedded Milvus and the real worker on free ports in a
+temp dir, seeds an ``--items`` catalog directly into the worker's Milvus collection
+(synthetic products of the sample's generator family, embedded with the worker's own
+``ItemEncoder``), publishes ``--history`` clicks for each of ``--users`` users (items of one
+or two fine categories each) and waits until the worker has applied them. Then, open loop,
+``--rate`` requests per second for ``--seconds`` (each sent on schedule whether or not the
+earlier ones were answered; latency counts from the scheduled time) go through
+``RecommendClient`` for random users (``k=10``, seen items excluded).
+
+Reported: client-observed p50/p95/p99 and a breakdown by stage from the replies'
+``timings_ms`` (every ``*_ms`` key the worker sends), plus "kafka round trip" = client
+latency - ``total_ms`` (request produce + the worker's consume/produce + reply consume).
+Baselines in the same run, same catalog and users, same open-loop rate, worker idle: the
+request path in process (``Recommender.answer`` of ``streams.serving``, built as the worker
+builds it, no Kafka) and one bare Milvus top-100 search. Goal: p99 <= 100 ms.
+Writes bench/results/latency.csv, latency_stages.csv and latency.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import time
+from collections import defaultdict
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench.report import console, emit
+from bench.system import Catalog, System, ensure_model, open_loop, plot_latency, ratios, running, stats
+from consumers.producer import TailorProducer
+from consumers.recommend_client import RecommendClient
+from schemas import topics
+from schemas.events import Interaction, RecommendReply, RecommendRequest
+from streams.sequences import UserSequence
+
+GOAL_MS = 100.0
+
+
+def make_users(catalog: Catalog, n: int, history: int, seed: int = 0) -> dict[str, list[int]]:
+    """Each user clicks ``history`` items of one or two fine categories."""
+    rng = random.Random(seed)
+    groups = {f: ix for f, ix in catalog.by_fine().items() if len(ix) >= history}
+    fines = sorted(groups)
+    users = {}
+    for u in range(n):
+        picked = rng.sample(fines, rng.choice((1, 2)))
+        pool = np.concatenate([groups[f] for f in picked])
+        users[f"lat-u{u}"] = [int(catalog.ids[i]) for i in rng.sample(list(pool), history)]
+    return users
+
+
+def interactions(users: dict[str, list[int]]) -> list[Interaction]:
+    start = datetime.now(UTC) - timedelta(hours=2)
+    return [
+        Interaction(event_id=f"{user}-{i}", user_id=user, product_id=pid, ts=start + timedelta(seconds=i))
+        for user, pids in users.items()
+        for i, pid in enumerate(pids)
+    ]
+
+
+async def publish_clicks(system: System, events: list[Interaction]) -> None:
+    topic = topics.INTERACTIONS.name
+    before = system.events_ok(topic)
+    async with TailorProducer(system.settings) as producer:
+        for i in range(0, len(events), 500):
+            await asyncio.gather(*(producer.publish_interaction(e) for e in events[i : i + 500]))
+    deadline = time.monotonic() + 300
+    while system.events_ok(topic) < before + len(events):
+        if time.monotonic() > deadline:
+            raise TimeoutError("the worker did not apply the users' clicks in 300 s")
+        await asyncio.sleep(0.2)
+
+
+class Samples:
+    """Per request: client latency (ms from the scheduled time) and the reply's timings."""
+
+    def __init__(self) -> None:
+        self.records: list[tuple[float, dict[str, float] | None]] = []
+        self.errors: defaultdict[str, int] = defaultdict(int)
+        self.strategies: defaultdict[str, int] = defaultdict(int)
+
+    def add(self, due: float, reply: RecommendReply | None, error: str | None = None) -> None:
+        self.records.append(((time.perf_counter() - due) * 1000, dict(reply.timings_ms) if reply else None))
+        if reply is not None:
+            self.strategies[reply.strategy] += 1
+            error = error or reply.error
+        if error:
+            self.errors[error[:60]] += 1
+
+    @property
+    def latency(self) -> list[float]:
+        return [lat for lat, _ in self.records]
+
+    @property
+    def timings(self) -> list[dict[str, float]]:
+        return [t for _, t in self.records if t is not None]
+
+    def kafka_round_trip(self) -> list[float]:
+        """Client latency minus the worker's own ``total_ms``, per answered request."""
+        return [lat - t["total_ms"] for lat, t in self.records if t and "total_ms" in t]
+
+
+async def through_kafka(system: System, user_ids: list[str], rate: float, seconds: float, k: int) -> Samples:
+    out = Samples()
+    rng = random.Random(1)
+    async with RecommendClient(system.settings, timeout_s=10) as client:
+
+        async def fire(_i: int, due: float) -> None:
+            try:
+                reply = await client.recommend(rng.choice(user_ids), k=k)
+            except TimeoutError:
+                out.add(due, None, "timeout")
+                return
+            out.add(due, reply)
+
+        await open_loop(rate, seconds, fire)
+    return out
+
+
+async def in_process(system: System, users: dict[str, list[int]], rate: float, seconds: float, k: int) -> Samples:
+    """The worker's request path in this process: the same Recommender, no Kafka."""
+    recommender = system.build_services().recommender
+    sequences = {}
+    for e in interactions(users):
+        sequences.setdefault(e.user_id, UserSequence()).add(e, system.settings.sequence_length)
+    user_ids = sorted(users)
+    rng = random.Random(2)
+    out = Samples()
+
+    async def fire(_i: int, due: float) -> None:
+        user = rng.choice(user_ids)
+        out.add(due, await recommender.answer(RecommendRequest(user_id=user, k=k), sequences[user]))
+
+    await open_loop(rate, seconds, fire)
+    return out
+
+
+async def bare_search(system: System, catalog: Catalog, rate: float, seconds: float) -> list[float]:
+    store = system.store()
+    rng = np.random.default_rng(3)
+    latency: list[float] = []
+
+    async def fire(_i: int, due: float) -> None:
+        vector = catalog.vectors[rng.integers(len(catalog.vectors))]
+        await asyncio.to_thread(store.search, vector, system.settings.candidates)
+        latency.append((time.perf_counter() - due) * 1000)
+
+    await open_loop(rate, seconds, fire)
+    store.close()
+    return latency
+
+
+def stage_rows(label: str, samples: Samples) -> list[dict[str, Any]]:
+    """One row per ``*_ms`` key the replies carry, whatever the worker names its stages."""
+    keys = sorted({key for t in samples.timings for key in t if key.endswith("_ms")}, key=lambda k: k == "total_ms")
+    return [
+        {"path": label, "stage": key.removesuffix("_ms"), **stats([t[key] for t in samples.timings if key in t])}
+        for key in keys
+    ]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--items", type=int, default=100_000)
+    ap.add_argument("--users", type=int, default=1000)
+    ap.add_argument("--history", type=int, default=20, help="clicks per user")
+    ap.add_argument("--rate", type=float, default=50.0, help="requests per second (open loop)")
+    ap.add_argument("--seconds", type=float, default=60.0)
+    ap.add_argument("--baseline-seconds", type=float, default=20.0)
+    ap.add_argument("--warmup", type=float, default=5.0, help="seconds at --rate before measuring")
+    ap.add_argument("--k", type=int, default=10)
+    ap.add_argument("--models", type=Path, help="model dir (LATEST); default TAILOR_MODEL_DIR or train on sample")
+    ap.add_argument("--keep", action="store_true", help="keep the temp data dir (logs)")
+    args = ap.parse_args()
+    models = ensure_model(args.models)
+    with running(models, keep=args.keep) as system:
+        catalog = system.seed_catalog(args.items)
+        console.print(f"seeded {len(catalog.ids):,} items directly into Milvus in {catalog.seconds:.0f}s")
+        startup = system.start_worker()
+        console.print(f"worker ready in {startup:.1f}s")
+        users = make_users(catalog, args.users, args.history)
+        t0 = time.perf_counter()
+        asyncio.run(publish_clicks(system, interactions(users)))
+        console.print(f"{args.users * args.history:,} clicks applied in {time.perf_counter() - t0:.1f}s")
+        user_ids = sorted(users)
+        if args.warmup:
+            asyncio.run(through_kafka(system, user_ids, args.rate, args.warmup, args.k))
+        console.print(f"measuring {args.rate:g} req/s for {args.seconds:g}s through Kafka ...")
+        worker = asyncio.run(through_kafka(system, user_ids, args.rate, args.seconds, args.k))
+        system.stop_worker()  # the baselines run with the worker gone: nothing else on the CPU
+        console.print(f"baselines: {args.rate:g} req/s for {args.baseline_seconds:g}s each ...")
+        local = asyncio.run(in_process(system, users, args.rate, args.baseline_seconds, args.k))
+        bare = asyncio.run(bare_search(system, catalog, args.rate, args.baseline_seconds))
+
+    rows = [
+        {
+            "path": "worker via Kafka (RecommendClient)",
+            **stats(worker.latency),
+            "errors": sum(worker.errors.values()),
+            "strategies": ", ".join(f"{k}={v}" for k, v in sorted(worker.strategies.items())),
+        },
+        {
+            "path": "baseline: Recommender.answer in process (no Kafka)",
+            **stats(local.latency),
+            "errors": sum(local.errors.values()),
+            "strategies": ", ".join(f"{k}={v}" for k, v in sorted(local.strategies.items())),
+        },
+        {"path": f"baseline: bare Milvus top-{system.settings.candidates} search", **stats(bare), "errors": 0},
+    ]
+    ratios(rows, rows[1])
+    for row in rows:
+        row["goal_p99<=100ms"] = "yes" if row.get("p99_ms", 1e9) <= GOAL_MS else "NO"
+    title = (
+        f"Request-reply latency: {len(catalog.ids):,} items, {args.users} users x {args.history} clicks, "
+        f"open loop {args.rate:g} req/s for {args.seconds:g}s (baselines {args.baseline_seconds:g}s), k={args.k}; "
+        "x_ = ratio to the in-process request path"
+    )
+    emit("latency", title, rows)
+    stages = stage_rows("worker via Kafka", worker)
+    stages.append(
+        {"path": "worker via Kafka", "stage": "kafka round trip (client - total)", **stats(worker.kafka_round_trip())}
+    )
+    stages.append({"path": "worker via Kafka", "stage": "client (end to end)", **stats(worker.latency)})
+    stages += stage_rows("in process (no Kafka)", local)
+    emit("latency_stages", "Latency by stage (timings_ms of the replies; ms)", stages)
+    plot_latency(
+        "latency",
+        title,
+        {
+            "worker via Kafka": worker.latency,
+            "in process (no Kafka)": local.latency,
+            "bare Milvus search": bare,
+        },
+        GOAL_MS,
+    )
+    if worker.errors or local.errors:
+        console.print(f"[yellow]errors: worker {dict(worker.errors)}, in process {dict(local.errors)}")
+
+
+if __name__ == "__main__":
+    main()

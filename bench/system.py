@@ -1,0 +1,364 @@
+"""A running Tailor for the system benchmarks: a real noida-db broker, a real embedded
+Milvus and the real worker (``python -m streams.cli worker``) as child processes, on free
+ports, with their data in a temp dir; plus the shared helpers of the benchmarks (catalog
+seeding, open-loop schedules, worker metrics, CDF plots).
+
+The catalog is seeded directly, not through Kafka: synthetic products of the sample's
+generator family (``bench.synth``), embedded by the worker's own ``ItemEncoder`` (same model
+version, same runtime RE vocabulary file) in batches and upserted into the worker's Milvus
+collection before the worker starts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench import synth
+from bench.report import RESULTS, console
+from consumers.recommend_client import RecommendClient
+from consumers.vector_store import ItemRow, VectorStore
+from models import registry
+from schemas.settings import Settings
+from streams.runtime import ChildProcess, broker_process, ensure_topics, free_port, milvus_process
+
+SEED_BATCH = 2000
+BENCH_MODELS = Path("var") / "bench-models"
+
+
+def collection_name(settings: Settings) -> str:
+    """The Milvus collection the worker serves from (the LATEST model's item space): the
+    one place to adapt when the naming of collections changes."""
+    from streams import services
+
+    for owner in (services, registry):
+        active = getattr(owner, "active_collection", None)
+        if active is not None:
+            return str(active(settings))
+    return settings.collection
+
+
+def ensure_model(models: Path | None, train_data: str = "sample") -> Path:
+    """A model directory whose LATEST is a trained item tower: ``models`` if given, else the
+    configured TAILOR_MODEL_DIR when it holds one, else one trained now on ``train_data``
+    (the sample: ~1 min) under var/bench-models, reused by later runs."""
+    if models is not None:
+        if registry.latest_version(models) is None:
+            raise SystemExit(f"{models}: no LATEST model version there")
+        return models
+    for candidate in (Settings().models_path, BENCH_MODELS):
+        if registry.is_trained(candidate):
+            return candidate
+    from models.train_item import TrainConfig
+    from streams.training import train_and_publish
+
+    console.print(f"[yellow]no trained item tower found: training one on {train_data!r} into {BENCH_MODELS}")
+    train_and_publish(train_data, BENCH_MODELS, TrainConfig())
+    return BENCH_MODELS
+
+
+@dataclass
+class Catalog:
+    """What the benchmark knows of the seeded catalog."""
+
+    ids: np.ndarray  # int64
+    vectors: np.ndarray  # (n, 128) float32, as stored
+    fine: list[str]
+    seconds: float = 0.0
+
+    def by_fine(self) -> dict[str, np.ndarray]:
+        groups: dict[str, list[int]] = {}
+        for i, f in enumerate(self.fine):
+            groups.setdefault(f, []).append(i)
+        return {f: np.asarray(ix) for f, ix in groups.items()}
+
+
+@dataclass
+class System:
+    """Broker + Milvus + worker on free ports under ``root``. ``env`` goes to the worker
+    on top of the connection settings (e.g. TAILOR_RULES_ZERO_SHOT)."""
+
+    root: Path
+    models: Path
+    env: dict[str, str] = field(default_factory=dict)
+    worker: subprocess.Popen[bytes] | None = None
+    services: Any = None  # streams.services.Services of the benchmark process, once built
+
+    def __post_init__(self) -> None:
+        self.kafka_port, self.milvus_port, self.metrics_port = free_port(), free_port(), free_port()
+        self.base_env = {
+            **os.environ,
+            "TAILOR_DATA_DIR": str(self.root),
+            "TAILOR_KAFKA_BOOTSTRAP": f"127.0.0.1:{self.kafka_port}",
+            "TAILOR_MILVUS_URI": f"http://127.0.0.1:{self.milvus_port}",
+            "TAILOR_MODEL_DIR": str(self.models.absolute()),
+            "TAILOR_ENRICHER": "rules",
+            "TAILOR_LOG_LEVEL": "warning",
+        }
+        self.broker = broker_process(self.root, self.kafka_port)
+        self.milvus = milvus_process(self.root, self.milvus_port)
+        self.started: list[ChildProcess] = []
+
+    def worker_env(self) -> dict[str, str]:
+        return {**self.base_env, **self.env}
+
+    @property
+    def settings(self) -> Settings:
+        """The worker's settings, as the benchmark process sees them."""
+        env = {k.removeprefix("TAILOR_").lower(): v for k, v in self.worker_env().items() if k.startswith("TAILOR_")}
+        return Settings(**env)
+
+    @property
+    def log_path(self) -> Path:
+        return self.root / "logs" / "worker.log"
+
+    # ------------------------------------------------------------------ servers
+    def start_servers(self) -> None:
+        for child, port in ((self.broker, self.kafka_port), (self.milvus, self.milvus_port)):
+            child.start()
+            self.started.append(child)
+            child.wait_port(port, 60)
+        asyncio.run(ensure_topics(self.settings))
+
+    def store(self) -> VectorStore:
+        return VectorStore(self.settings.milvus, collection_name(self.settings), connect_timeout_s=60)
+
+    # ------------------------------------------------------------------ worker
+    def start_worker(self, **env: str) -> float:
+        """Start the worker (``env`` on top, kept for restarts) and wait until it answers;
+        returns the seconds that took."""
+        t0 = time.perf_counter()
+        self.spawn_worker(**env)
+        asyncio.run(self.wait_ready())
+        return time.perf_counter() - t0
+
+    def spawn_worker(self, **env: str) -> None:
+        """Start the worker process and return at once."""
+        self.env.update(env)
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("ab") as log:
+            argv = [sys.executable, "-m", "streams.cli", "worker", "--metrics-port", str(self.metrics_port)]
+            self.worker = subprocess.Popen(argv, env=self.worker_env(), stdout=log, stderr=subprocess.STDOUT)
+
+    async def wait_ready(self, timeout_s: float = 300) -> None:
+        deadline = time.monotonic() + timeout_s
+        async with RecommendClient(self.settings, timeout_s=3) as client:
+            while True:
+                if self.worker and self.worker.poll() is not None:
+                    tail = self.log_path.read_text(errors="replace")[-3000:]
+                    raise RuntimeError(f"worker exited with {self.worker.returncode}:\n{tail}")
+                try:
+                    await client.recommend("bench-ready", k=1)
+                    return
+                except TimeoutError:
+                    if time.monotonic() > deadline:
+                        raise
+
+    def stop_worker(self) -> None:
+        if self.worker and self.worker.poll() is None:
+            self.worker.send_signal(signal.SIGTERM)
+            try:
+                self.worker.wait(60)
+            except subprocess.TimeoutExpired:
+                self.worker.kill()
+                self.worker.wait()
+        self.worker = None
+
+    def metric(self, name: str, **labels: str) -> float:
+        """Sum of the worker's Prometheus samples ``name`` whose labels include ``labels``."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as resp:
+            text = resp.read().decode()
+        total = 0.0
+        for line in text.splitlines():
+            m = re.match(rf"^{re.escape(name)}(?:\{{(.*)\}})? (\S+)$", line)
+            if not m:
+                continue
+            have = dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', m.group(1) or ""))
+            if all(have.get(k) == v for k, v in labels.items()):
+                total += float(m.group(2))
+        return total
+
+    def events_ok(self, topic: str) -> float:
+        return self.metric("tailor_events_total", topic=topic, outcome="ok")
+
+    def stop(self) -> None:
+        self.stop_worker()
+        if self.services is not None:
+            with contextlib.suppress(Exception):
+                self.services.store.close()
+            self.services = None
+        for child in reversed(self.started):
+            child.stop()
+        self.started.clear()
+
+    # ------------------------------------------------------------------ catalog
+    def build_services(self) -> Any:
+        """The worker's services (model, runtime RE vocabulary, Milvus collection, enricher,
+        recommender) built in the benchmark process, once: the same code path as the worker."""
+        if self.services is None:
+            from streams.services import build
+
+            self.services = build(self.settings)
+        return self.services
+
+    def seed_catalog(self, n: int, seed: int = 0) -> Catalog:
+        """``n`` synthetic products (all with RE, so nothing to enrich) embedded with the
+        worker's encoder and upserted straight into its collection. Call before the worker
+        starts: the RE terms they add go to the worker's runtime vocabulary file; afterwards
+        the benchmark's encoder grows its vocabulary in memory only."""
+        t0 = time.perf_counter()
+        services = self.build_services()
+        encoder, store = services.encoder, services.store
+        ids, vecs, fines = [], [], []
+        batch: list = []
+        for i, product in enumerate(synth.products(n, seed), 1):
+            batch.append(synth.as_enriched(product))
+            if len(batch) == SEED_BATCH or i == n:
+                vectors = encoder.encode_growing(batch)
+                store.upsert(
+                    [
+                        ItemRow(
+                            product_id=e.product_id,
+                            vector=v.tolist(),
+                            title=e.title[:300],
+                            coarse=e.coarse,
+                            fine=e.fine,
+                            gender=e.gender,
+                            price=e.price or 0.0,
+                            model_version=e.model_version or encoder.version,
+                        )
+                        for e, v in zip(batch, vectors, strict=True)
+                    ]
+                )
+                ids.extend(e.product_id for e in batch)
+                fines.extend(e.fine for e in batch)
+                vecs.append(vectors)
+                batch = []
+                console.print(f"[dim]seeded {i:,}/{n:,} items ({time.perf_counter() - t0:.0f}s)", end="\r")
+        store.client.flush(store.collection)
+        encoder.re_vocab.path = None  # the worker owns the file from now on
+        console.print()
+        vectors = np.concatenate(vecs) if vecs else np.zeros((0, 128), np.float32)
+        return Catalog(np.asarray(ids, dtype=np.int64), vectors, fines, time.perf_counter() - t0)
+
+
+@contextlib.contextmanager
+def running(models: Path, keep: bool = False, **env: str) -> Iterator[System]:
+    """Servers started (no worker yet) in a temp dir; everything stopped on exit."""
+    tmp = Path(tempfile.mkdtemp(prefix="tailor-bench-"))
+    system = System(tmp, models, dict(env))
+    try:
+        system.start_servers()
+        yield system
+    finally:
+        system.stop()
+        if keep:
+            console.print(f"[dim]data kept in {tmp}")
+        else:
+            import shutil
+
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def item_row(pid: int, vector: np.ndarray, title: str = "bench", fine: str = "bench") -> ItemRow:
+    return ItemRow(
+        product_id=pid,
+        vector=np.asarray(vector, dtype=np.float32).tolist(),
+        title=title,
+        coarse="bench",
+        fine=fine,
+        gender="unisex",
+        price=10.0,
+        model_version="bench",
+    )
+
+
+async def open_loop(rate: float, seconds: float, fire: Callable[[int, float], Awaitable[None]]) -> None:
+    """Call ``fire(i, scheduled_time)`` at ``rate`` per second for ``seconds``, on schedule
+    whether or not earlier calls have finished (open loop; latency is measured from the
+    scheduled time, so a stalled sender cannot hide queueing)."""
+    n = int(rate * seconds)
+    t0 = time.perf_counter() + 0.05
+    tasks = []
+    for i in range(n):
+        due = t0 + i / rate
+        delay = due - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(fire(i, due)))
+    await asyncio.gather(*tasks)
+
+
+def stats(samples_ms: Sequence[float]) -> dict[str, float]:
+    arr = np.asarray(samples_ms, dtype=np.float64)
+    if arr.size == 0:
+        return {"n": 0}
+    return {
+        "n": int(arr.size),
+        "p50_ms": float(np.percentile(arr, 50)),
+        "p95_ms": float(np.percentile(arr, 95)),
+        "p99_ms": float(np.percentile(arr, 99)),
+        "max_ms": float(arr.max()),
+        "mean_ms": float(arr.mean()),
+    }
+
+
+def ratios(rows: list[dict[str, Any]], baseline: dict[str, Any], keys: Sequence[str] = ("p50_ms", "p99_ms")) -> None:
+    """Add ``x_<key>`` = row / baseline columns (in place)."""
+    for row in rows:
+        for k in keys:
+            if k in row and baseline.get(k):
+                row[f"x_{k.removesuffix('_ms')}"] = row[k] / baseline[k]
+
+
+def plot_latency(name: str, title: str, series: dict[str, Sequence[float]], goal_ms: float | None = None) -> Path:
+    """CDF (log x) and histogram of each latency series; ``bench/results/<name>.png``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_cdf, ax_hist) = plt.subplots(1, 2, figsize=(13, 4.8))
+    positive = [np.asarray(v, dtype=np.float64) for v in series.values() if len(v)]
+    lo = max(min(float(v.min()) for v in positive), 1e-3) if positive else 1e-3
+    hi = max(float(v.max()) for v in positive) if positive else 1.0
+    bins = np.geomspace(lo, hi * 1.01, 60)
+    for label, values in series.items():
+        arr = np.sort(np.asarray(values, dtype=np.float64))
+        if arr.size == 0:
+            continue
+        ax_cdf.plot(arr, np.arange(1, arr.size + 1) / arr.size, label=f"{label} (p99 {np.percentile(arr, 99):.1f} ms)")
+        ax_hist.hist(arr, bins=bins, histtype="step", label=label)
+    for ax in (ax_cdf, ax_hist):
+        ax.set_xscale("log")
+        ax.set_xlabel("latency (ms, log scale)")
+        if goal_ms:
+            ax.axvline(goal_ms, color="red", linestyle="--", linewidth=1, label=f"goal {goal_ms:g} ms")
+        ax.grid(True, which="both", alpha=0.3)
+    ax_cdf.set_ylabel("share of samples ≤ x")
+    ax_cdf.axhline(0.99, color="gray", linewidth=0.6)
+    ax_hist.set_ylabel("samples")
+    ax_cdf.legend(fontsize=8, loc="lower right")
+    ax_hist.legend(fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    console.print(f"[dim]wrote {path}")
+    return path
