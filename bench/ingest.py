@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import random
+import textwrap
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -135,7 +136,7 @@ def plot(samples: list[tuple[float, float]], rows: list[dict[str, Any]], title: 
     ax_bar.set_xscale("log")
     ax_bar.grid(True, axis="x", which="both", alpha=0.3)
     ax_bar.tick_params(axis="y", labelsize=7)
-    fig.suptitle(title, fontsize=10)
+    fig.suptitle("\n".join(textwrap.wrap(title, 160)), fontsize=9)
     fig.tight_layout()
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / "ingest.png"

@@ -19,6 +19,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import textwrap
 import time
 import urllib.request
 from collections.abc import Awaitable, Callable, Iterator, Sequence
@@ -354,7 +355,7 @@ def plot_latency(name: str, title: str, series: dict[str, Sequence[float]], goal
     ax_hist.set_ylabel("samples")
     ax_cdf.legend(fontsize=8, loc="lower right")
     ax_hist.legend(fontsize=8)
-    fig.suptitle(title, fontsize=10)
+    fig.suptitle("\n".join(textwrap.wrap(title, 160)), fontsize=9)
     fig.tight_layout()
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.png"
