@@ -6,6 +6,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from models.rerank import intra_list_diversity
+
 
 def purity_at_k(vectors: np.ndarray, labels: Sequence[str], k: int = 10, queries: np.ndarray | None = None) -> float:
     """Mean share of each item's k nearest neighbours (cosine, itself excluded) that share
@@ -17,3 +19,60 @@ def purity_at_k(vectors: np.ndarray, labels: Sequence[str], k: int = 10, queries
     sims[np.arange(len(ask)), ask] = -np.inf
     top = np.argpartition(-sims, kth=min(k, sims.shape[1] - 1) - 1, axis=1)[:, :k]
     return float((labels_arr[top] == labels_arr[ask][:, None]).mean())
+
+
+# --- ranking metrics (bench/eval). ``ranked`` is (n, K) product ids, best first; -1 pads
+# a list a ranker could not fill. Each test case has one relevant item, its target. ---
+
+
+def _hit_ranks(ranked: np.ndarray, targets: np.ndarray, k: int) -> np.ndarray:
+    """0-based rank of each target within the top-k, or -1 when it is not there."""
+    top = np.asarray(ranked)[:, :k]
+    hits = top == np.asarray(targets)[:, None]
+    return np.where(hits.any(axis=1), hits.argmax(axis=1), -1)
+
+
+def recall_at_k(ranked: np.ndarray, targets: np.ndarray, k: int) -> float:
+    """Share of cases whose target is in the top-k (= hit rate: one relevant item each)."""
+    if len(targets) == 0:
+        return float("nan")
+    return float((_hit_ranks(ranked, targets, k) >= 0).mean())
+
+
+def ndcg_at_k(ranked: np.ndarray, targets: np.ndarray, k: int) -> float:
+    """With one relevant item the ideal DCG is 1, so NDCG = 1 / log2(rank + 2) at a hit."""
+    if len(targets) == 0:
+        return float("nan")
+    ranks = _hit_ranks(ranked, targets, k)
+    gains = np.where(ranks >= 0, 1.0 / np.log2(np.maximum(ranks, 0) + 2), 0.0)
+    return float(gains.mean())
+
+
+def catalog_coverage(ranked: np.ndarray, k: int, n_items: int) -> float:
+    """Share of the catalog's ``n_items`` that appear in at least one top-k list."""
+    top = np.asarray(ranked)[:, :k]
+    return float(len(np.setdiff1d(np.unique(top), [-1])) / n_items) if n_items else float("nan")
+
+
+VectorTable = dict[int, np.ndarray] | tuple[dict[int, int], np.ndarray]
+
+
+def _rows(ids: np.ndarray, vectors: VectorTable) -> np.ndarray:
+    """The L2-normalised vectors of the ids that have one (others are skipped)."""
+    if isinstance(vectors, tuple):
+        index, matrix = vectors
+        picked = [matrix[index[int(i)]] for i in ids if int(i) in index]
+    else:
+        picked = [vectors[int(i)] for i in ids if int(i) in vectors]
+    if not picked:
+        return np.zeros((0, 1))
+    arr = np.asarray(picked, dtype=np.float64)
+    return arr / np.linalg.norm(arr, axis=1, keepdims=True).clip(1e-12)
+
+
+def mean_ild(ranked: np.ndarray, k: int, vectors: VectorTable) -> float:
+    """Mean intra-list diversity (mean pairwise cosine distance) of the top-k lists, with
+    one vector table for every ranker so the numbers compare across rankers."""
+    lists = [_rows(row[:k], vectors) for row in np.asarray(ranked)]
+    scores = [intra_list_diversity(v) for v in lists if len(v) >= 2]
+    return float(np.mean(scores)) if scores else float("nan")

@@ -96,7 +96,8 @@ def build_catalog(encoder: ItemEncoder, items: Sequence[ItemInput], prices: dict
 
 
 def exact_top(user_vecs: np.ndarray, catalog: Catalog, exclude: Sequence[Sequence[int]], n: int) -> np.ndarray:
-    """Exact inner-product top-n rows per user, excluded product ids pushed to the bottom."""
+    """Exact inner-product top-n catalog rows per user; -1 where fewer than n items are
+    left once the excluded product ids (the history) are taken out."""
     scores = user_vecs @ catalog.vectors.T
     for i, ids in enumerate(exclude):
         rows = [catalog.row[p] for p in ids if p in catalog.row]
@@ -104,7 +105,8 @@ def exact_top(user_vecs: np.ndarray, catalog: Catalog, exclude: Sequence[Sequenc
     n = min(n, scores.shape[1])
     top = np.argpartition(-scores, n - 1, axis=1)[:, :n]
     order = np.take_along_axis(scores, top, 1).argsort(1)[:, ::-1]
-    return np.take_along_axis(top, order, 1)
+    top = np.take_along_axis(top, order, 1)
+    return np.where(np.isfinite(np.take_along_axis(scores, top, 1)), top, -1)
 
 
 def _profile_features(tower: UserTower, profiles: dict[str, dict[str, float | None]], user: str) -> list[float]:
@@ -131,10 +133,10 @@ def _impressions(
         seen = [[s.product_id for s in seq[:t]] for t in positions]
         tops = exact_top(uvecs, catalog, seen, cfg.candidates)
         for j, t in enumerate(positions):
-            rows = list(tops[j])
+            rows = [int(r) for r in tops[j] if r >= 0]
             target = catalog.row[seq[t].product_id]
-            if target not in rows:
-                rows[-1] = target  # the clicked item is an impression even if retrieval missed it
+            if target not in rows:  # the clicked item is an impression even if retrieval missed it
+                rows = [*rows[: cfg.candidates - 1], target]
             hist_rows = [catalog.row[p] for p in seen[j] if p in catalog.row]
             cands = Candidates(
                 vectors=catalog.vectors[rows],

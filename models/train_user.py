@@ -27,13 +27,13 @@ from models.user_tower import ProfileStats, UserState, UserTower, UserTowerConfi
 
 
 class UserTrainConfig(BaseModel):
-    epochs: int = 8
+    epochs: int = 5
     batch_size: int = 256
     lr: float = 1e-3
     temperature: float = 0.07
     sampled_negatives: int = 512
     context_rate: float = 0.2
-    max_examples_per_user: int = 200  # long MovieLens histories do not drown the short ones
+    max_examples_per_user: int = 40  # long MovieLens histories do not drown the short ones
     seed: int = 0
 
 

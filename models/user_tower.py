@@ -56,7 +56,7 @@ class UserTowerConfig(BaseModel):
     dim: int = 128  # the item space
     heads: int = 4
     layers: int = 2
-    max_len: int = 50
+    max_len: int = 30  # the transformer's window; the sequence mean residual sees no more either
     hidden: int = 256
     dropout: float = 0.1
     profile: ProfileStats = Field(default_factory=ProfileStats)

@@ -1,4 +1,5 @@
-"""The ``tailor`` command: ``up`` (embedded runtime + worker), ``worker``, ``topics``, ``demo``."""
+"""The ``tailor`` command: ``up`` (embedded runtime + worker), ``worker``, ``topics``, ``demo``,
+``train item-tower``, ``retrain``."""
 
 from __future__ import annotations
 
@@ -80,6 +81,35 @@ def train_item_tower(
 
     cfg = TrainConfig(simcse_epochs=simcse_epochs, triplet_epochs=triplet_epochs, seed=seed)
     train_and_publish(data, load_settings().models_path, cfg, version)
+
+
+@cli.command()
+def retrain(
+    data: Annotated[str, typer.Option(help="'topics' (the logged Kafka topics), 'hm' or 'movielens'")] = "topics",
+    item_tower: Annotated[bool, typer.Option(help="retrain the item tower too (new item space)")] = False,
+    item_epochs: int = 30,
+    user_epochs: int = 8,
+    deepfm_epochs: int = 4,
+    diversity_epochs: int = 6,
+    publish: Annotated[bool, typer.Option(help="announce the version on tailor.models.updated")] = True,
+    version: Annotated[str | None, typer.Option(help="version name (default rank-<utc time>)")] = None,
+) -> None:
+    """Train user tower, DeepFM and the diversity reranker (and optionally the item tower)
+    from the logged topics, evaluate, write a new model version and tell the workers."""
+    from streams.retrain import RetrainOptions
+    from streams.retrain import retrain as run
+
+    opts = RetrainOptions(
+        data=data,
+        item_tower=item_tower,
+        item_epochs=item_epochs,
+        user_epochs=user_epochs,
+        deepfm_epochs=deepfm_epochs,
+        diversity_epochs=diversity_epochs,
+        publish=publish,
+        version=version,
+    )
+    run(load_settings(), opts)
 
 
 def main() -> None:

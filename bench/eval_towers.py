@@ -1,0 +1,87 @@
+"""The model rows of bench/eval: the two-tower pipeline cut at each stage.
+
+One ``TowerSystem`` is fitted per data set (the first row's fit_s carries all training):
+  item tower (SimCSE + hierarchical triplet) on the content of the WARM items only, so
+  the cold items are embedded zero-shot, as a product created after training would be;
+  then user tower, DeepFM and the self-attention reranker on the split's training events
+  (``models.train_ranking``). Rows: two-tower only, + DeepFM, + diversity (MMR over the
+  DeepFM scores, the simple baseline) and + diversity (self-attention reranker), all on
+  exact top-100 retrieval over every catalog item, cold ones included.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from models.interactions import InteractionLog, Split, TestCase
+from models.pipeline import OfflinePipeline, Stage, profile_rows, steps_by_user
+from models.train_item import TrainConfig, train_item_tower
+from models.train_ranking import RankingTrainConfig, build_catalog, category_queries, train_ranking
+from models.train_user import UserTrainConfig
+
+# The per-request lambda of the diversity rows (1.0 = relevance only). Override with
+# TAILOR_EVAL_LAMBDA to trace the accuracy/diversity trade-off.
+LAMBDA = float(os.environ.get("TAILOR_EVAL_LAMBDA", "0.7"))
+
+
+class TowerSystem:
+    def __init__(self, quick: bool) -> None:
+        self.quick = quick
+        self.pipeline: OfflinePipeline | None = None
+        self.item_vectors: dict[int, np.ndarray] = {}
+
+    def fit(self, log: InteractionLog, split: Split) -> None:
+        if self.pipeline is not None:
+            return
+        epochs = 3 if self.quick else 30
+        warm = [it for it in log.items if it.product_id not in split.cold_items]
+        trained = train_item_tower(warm, TrainConfig(simcse_epochs=epochs, triplet_epochs=epochs), log=print)
+        encoder = trained.encoder()
+        encoder.encode_growing(log.items)  # cold items' new RE terms get rows, as at run time
+        catalog = build_catalog(encoder, log.items, {it.product_id: it.price or 0.0 for it in log.items})
+        profiles = profile_rows(log)
+        cfg = RankingTrainConfig(
+            user=UserTrainConfig(epochs=2 if self.quick else 6),
+            deepfm_epochs=1 if self.quick else 4,
+            diversity_epochs=1 if self.quick else 6,
+        )
+        fine_of = {it.product_id: it.fine for it in log.items}
+        queries = category_queries(encoder, log.items)
+        models, report = train_ranking(
+            encoder, catalog, steps_by_user(split.train), profiles, queries, fine_of, cfg, print
+        )
+        print(f"ranking stages trained in {report.seconds:.0f} s ({report.impressions} impressions)")
+        self.pipeline = OfflinePipeline.from_split(catalog, models, split, profiles)
+        self.item_vectors = catalog.vector_map()
+
+
+class TowerRow:
+    def __init__(self, system: TowerSystem, name: str, stage: Stage) -> None:
+        self.system = system
+        self.name = name
+        self.stage = stage
+
+    @property
+    def item_vectors(self) -> dict[int, np.ndarray]:
+        return self.system.item_vectors
+
+    def fit(self, log: InteractionLog, split: Split) -> None:
+        self.system.fit(log, split)
+
+    def rank(self, cases: list[TestCase], k: int) -> np.ndarray:
+        assert self.system.pipeline is not None
+        if not cases:
+            return np.zeros((0, k), dtype=np.int64)
+        return self.system.pipeline.rank(cases, k, self.stage, LAMBDA)
+
+
+def tower_rankers(log: InteractionLog, split: Split, quick: bool = False) -> list[TowerRow]:
+    system = TowerSystem(quick)
+    return [
+        TowerRow(system, "two-tower", "two_tower"),
+        TowerRow(system, "+ DeepFM", "deepfm"),
+        TowerRow(system, f"+ diversity MMR (λ={LAMBDA})", "mmr"),
+        TowerRow(system, f"+ diversity self-attention (λ={LAMBDA})", "diversity"),
+    ]

@@ -1,0 +1,94 @@
+"""The trained two-tower pipeline, offline: what ``tailor retrain`` evaluates and what
+``bench/eval`` compares with the baselines. Retrieval is exact inner-product search over
+the catalog matrix (Milvus' ANN recall is measured on its own in ``bench/ann_recall``);
+the ranking stages are ``models.ranking.rank``, the code the worker runs."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+from tqdm import tqdm
+
+from models.interactions import Event, InteractionLog, Split, TestCase, user_sequences
+from models.ranking import Candidates, RankingModels, rank
+from models.reranker import user_features
+from models.train_ranking import Catalog, exact_top
+from models.train_user import Step, state_of
+
+Stage = Literal["two_tower", "deepfm", "mmr", "diversity"]
+
+
+def steps_by_user(events: Sequence[Event]) -> dict[str, list[Step]]:
+    return {u: [Step(e.product_id, e.ts, e.kind) for e in seq] for u, seq in user_sequences(events).items()}
+
+
+def profile_rows(log: InteractionLog) -> dict[str, dict[str, float | None]]:
+    return {u: p.model_dump() for u, p in log.profiles.items()}
+
+
+@dataclass
+class OfflinePipeline:
+    catalog: Catalog
+    models: RankingModels
+    sequences: dict[str, list[Step]]  # the training steps per user (histories, recency)
+    profiles: dict[str, dict[str, float | None]]
+    popularity: Counter[int]
+    candidates: int = 100
+
+    @classmethod
+    def from_split(
+        cls, catalog: Catalog, models: RankingModels, split: Split, profiles: dict[str, dict[str, float | None]]
+    ) -> OfflinePipeline:
+        seqs = steps_by_user(split.train)
+        pop = Counter(s.product_id for seq in seqs.values() for s in seq)
+        return cls(catalog, models, seqs, profiles, pop)
+
+    def _history(self, case: TestCase) -> list[Step]:
+        wanted = set(case.history)
+        return [s for s in self.sequences.get(case.user_id, []) if s.product_id in wanted][-50:]
+
+    def user_vectors(self, cases: Sequence[TestCase]) -> np.ndarray:
+        assert self.models.user_tower is not None, "the pipeline needs a trained user tower"
+        vecs = self.catalog.vector_map()
+        out = []
+        for lo in range(0, len(cases), 256):
+            states = []
+            for case in cases[lo : lo + 256]:
+                hist = self._history(case)
+                now = hist[-1].ts if hist else 0.0
+                states.append(state_of(hist, vecs, now, self.profiles.get(case.user_id)))
+            out.append(self.models.user_tower.encode(states))
+        return np.concatenate(out) if out else np.zeros((0, 128), np.float32)
+
+    def rank(self, cases: Sequence[TestCase], k: int, stage: Stage, lam: float = 0.8) -> np.ndarray:
+        """(n, k) product ids per case, history excluded, for the pipeline cut at ``stage``."""
+        users = self.user_vectors(cases)
+        width = k if stage == "two_tower" else self.candidates
+        tops = exact_top(users, self.catalog, [c.history for c in cases], max(width, k))
+        if stage == "two_tower":
+            top = tops[:, :k]
+            return np.where(top >= 0, self.catalog.ids[top], -1)
+        out = np.full((len(cases), k), -1, dtype=np.int64)
+        tower = self.models.user_tower
+        for i, case in enumerate(tqdm(cases, desc=f"rank {stage}", leave=False)):
+            rows = tops[i][tops[i] >= 0]
+            hist_rows = [self.catalog.row[p] for p in case.history if p in self.catalog.row]
+            cands = Candidates(
+                vectors=self.catalog.vectors[rows],
+                ann=self.catalog.vectors[rows] @ users[i],
+                features=[self.catalog.features[r] for r in rows],
+                popularity=np.array([self.popularity[int(self.catalog.ids[r])] for r in rows], dtype=np.float32),
+            )
+            profile = tower.cfg.profile.features(self.profiles.get(case.user_id)) if tower else None
+            user = user_features([self.catalog.features[r] for r in hist_rows], profile)
+            history = self.catalog.vectors[hist_rows] if hist_rows else None
+            # "mmr" is the simple baseline: MMR over the DeepFM scores, no self-attention.
+            models = RankingModels(tower, self.models.deepfm) if stage == "mmr" else self.models
+            order = rank(models, users[i], user, cands, history, k, lam, use_diversity=stage != "deepfm")
+            ids = self.catalog.ids[rows[order]]
+            out[i, : len(ids)] = ids
+        return out

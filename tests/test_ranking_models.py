@@ -1,0 +1,202 @@
+"""Unit tests of the stages after the item tower: user tower, DeepFM with weight
+transfer, the self-attention reranker, their training and their artifacts."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from models import registry
+from models.diversity import CandidateList, SelfAttentionReranker, select, train_diversity
+from models.encoder import ItemEncoder
+from models.interactions import Event, InteractionLog, leave_last_out
+from models.pipeline import OfflinePipeline, steps_by_user
+from models.ranking import Candidates, RankingModels, rank
+from models.reranker import DeepFMReranker, RerankerConfig, item_features, user_features
+from models.train_ranking import RankingTrainConfig, build_catalog, category_queries, train_ranking
+from models.train_user import Step, UserTrainConfig, train_user_tower
+from models.user_tower import ProfileStats, UserState, UserTower, UserTowerConfig
+from models.vocab import ReVocab
+from schemas.events import ProductEnriched, Profile
+
+FINES = [("outer", "coat"), ("outer", "jacket"), ("top", "knit"), ("top", "shirt"), ("bottom", "skirt")]
+
+
+def catalog_items(n_per: int = 8) -> list[ProductEnriched]:
+    items = []
+    for f, (coarse, fine) in enumerate(FINES):
+        for j in range(n_per):
+            items.append(
+                ProductEnriched(
+                    product_id=100 * f + j,
+                    title=f"{fine} {j}",
+                    std={"category": [f"{coarse}/{fine}"], "color": [["black", "navy"][j % 2]]},
+                    re={"fabric.material": [["wool", "cotton", "linen"][j % 3]]},
+                    coarse=coarse,
+                    fine=fine,
+                    price=20.0 + j,
+                    enricher="test",
+                )
+            )
+    return items
+
+
+def encoder(tmp_path: Path) -> ItemEncoder:
+    model = registry.load_or_init(tmp_path / "models")
+    return ItemEncoder(model.tower, model.std_vocab, ReVocab(tmp_path / "re.jsonl"), model.manifest.version, 2)
+
+
+def toy_log(items: list[ProductEnriched], users: int = 30) -> InteractionLog:
+    """Each user sticks to one fine category: the next item is predictable from content."""
+    rng = random.Random(0)
+    by_fine: dict[str, list[int]] = {}
+    for it in items:
+        by_fine.setdefault(it.fine, []).append(it.product_id)
+    events = []
+    for u in range(users):
+        fine = FINES[u % len(FINES)][1]
+        for t in range(8):
+            events.append(Event(f"u{u}", rng.choice(by_fine[fine]), 1000.0 * t + u, "click"))
+    profiles = {f"u{u}": Profile(height_cm=150 + u, age=None) for u in range(users)}
+    return InteractionLog("toy", items, events, profiles)
+
+
+def test_user_tower_is_128d_unit_with_or_without_inputs() -> None:
+    torch.manual_seed(0)
+    tower = UserTower(UserTowerConfig())
+    vecs = np.random.default_rng(0).normal(size=(3, 128)).astype(np.float32)
+    states = [
+        UserState(vecs, ["click", "cart", "purchase"], [1.0, 5.0, 100.0], profile={"height_cm": 170.0}),
+        UserState(np.zeros((0, 128), np.float32), [], [], context=vecs[0]),  # context only
+        UserState(np.zeros((0, 128), np.float32), [], []),  # nothing at all: still a vector
+    ]
+    out = tower.encode(states)
+    assert out.shape == (3, 128)
+    assert np.allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-5)
+    assert np.isfinite(out).all()
+
+
+def test_profile_is_z_scored_and_missing_values_are_flagged() -> None:
+    stats = ProfileStats.fit([{"height_cm": 160.0}, {"height_cm": 180.0}, {"height_cm": None}])
+    assert stats.mean["height_cm"] == pytest.approx(170.0)
+    z_h, z_w, z_a, miss_h, miss_w, miss_a = stats.features({"height_cm": 180.0})
+    assert z_h == pytest.approx(1.0) and (z_w, z_a) == (0.0, 0.0)
+    assert (miss_h, miss_w, miss_a) == (0.0, 1.0, 1.0)
+    assert stats.features(None)[3:] == [1.0, 1.0, 1.0]
+
+
+def test_user_tower_learns_next_items_of_the_users_category(tmp_path: Path) -> None:
+    items = catalog_items()
+    enc = encoder(tmp_path)
+    vecs = dict(zip([it.product_id for it in items], enc.encode(items), strict=True))
+    log = toy_log(items)
+    seqs = steps_by_user(log.events)
+    tower, history = train_user_tower(seqs, vecs, {}, cfg=UserTrainConfig(epochs=4, batch_size=64), log=lambda _: None)
+    assert history.loss[-1] < history.loss[0]
+    assert tower.encode([UserState(np.stack([vecs[0]]), ["click"], [0.0])]).shape == (1, 128)
+
+
+def test_deepfm_tables_are_shared_and_transferred_from_the_item_tower(tmp_path: Path) -> None:
+    enc = encoder(tmp_path)
+    tower = enc.tower
+    model = DeepFMReranker(RerankerConfig(std_size=len(enc.std_vocab), re_size=tower.re_emb.num_embeddings))
+    # Every STD feature (coarse, fine, colour, the user's) looks up ONE table, every RE feature another.
+    assert set(model.model.embedding_dict) == {"std", "re"}
+    copied = model.transfer(tower)
+    assert copied == {"std": len(enc.std_vocab), "re": tower.re_emb.num_embeddings}
+    std = model.model.embedding_dict["std"].weight
+    assert torch.allclose(std, tower.std_emb.weight * model.cfg.transfer_scale)
+    # The documented mapping: row id of "coarse=outer" in the StdVocab is that row in "std".
+    outer = enc.std_vocab.id("coarse", "outer")
+    assert torch.allclose(std[outer], tower.std_emb.weight[outer] * model.cfg.transfer_scale)
+
+
+def test_deepfm_matrix_follows_the_feature_index_and_drops_unknown_ids(tmp_path: Path) -> None:
+    enc = encoder(tmp_path)
+    items = catalog_items(2)
+    enc.encode_growing(items)
+    model = DeepFMReranker(RerankerConfig(std_size=len(enc.std_vocab), re_size=3))  # tiny RE table
+    feats = [item_features(enc, it, it.price) for it in items]
+    user = user_features(feats[:2], None)
+    x = model.matrix([user] * len(feats), feats, np.zeros((len(feats), 4), np.float32))
+    assert x.shape[1] == max(end for _, end in model.model.feature_index.values())
+    lo, hi = model.model.feature_index["re"]
+    assert (x[:, lo:hi] < 3).all()  # ids past the table's rows became padding
+    lo, _ = model.model.feature_index["fine"]
+    assert x[0, lo] == enc.std_vocab.id("fine", items[0].fine)
+    assert np.isfinite(model.score(x)).all()
+
+
+def test_select_is_the_score_order_at_lambda_one_and_diversifies_below() -> None:
+    vectors = np.array([[1, 0], [0.99, 0.141], [0, 1]], dtype=np.float32)
+    scores = np.array([3.0, 2.9, 1.0])
+    assert select(scores, vectors, 3, 1.0) == [0, 1, 2]
+    assert select(scores, vectors, 2, 0.3) == [0, 2]  # the near-duplicate of 0 waits
+
+
+def test_self_attention_reranker_learns_to_put_the_clicked_item_first() -> None:
+    rng = np.random.default_rng(0)
+    lists = []
+    for _ in range(64):
+        vecs = rng.normal(size=(20, 128)).astype(np.float32)
+        vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+        user = vecs[3] + 0.1 * rng.normal(size=128).astype(np.float32)
+        lists.append(CandidateList(user, vecs, np.zeros((20, 2), np.float32), target=3))
+    model, history = train_diversity(lists, epochs=8, batch_size=16, log=lambda _: None)
+    assert history.loss[-1] < history.loss[0]
+    assert isinstance(model, SelfAttentionReranker)
+
+
+def test_ranking_pipeline_trains_saves_loads_and_ranks(tmp_path: Path) -> None:
+    items = catalog_items()
+    enc = encoder(tmp_path)
+    log = toy_log(items)
+    split = leave_last_out(log, cold_fraction=0.0)
+    catalog = build_catalog(enc, items, {it.product_id: it.price or 0.0 for it in items})
+    cfg = RankingTrainConfig(
+        user=UserTrainConfig(epochs=2, batch_size=64), deepfm_epochs=1, diversity_epochs=1, candidates=20
+    )
+    profiles = {u: p.model_dump() for u, p in log.profiles.items()}
+    fine_of = {it.product_id: it.fine for it in items}
+    models, report = train_ranking(
+        enc, catalog, steps_by_user(split.train), profiles, category_queries(enc, items), fine_of, cfg, lambda _: None
+    )
+    assert report.impressions > 0 and report.lists > 0
+    assert report.transferred_rows["std"] == len(enc.std_vocab)
+
+    base = registry.load_or_init(tmp_path / "models")
+    manifest = registry.Manifest(version="rank-test", tower=base.tower.cfg, trained=True, item_space="v0-init")
+    registry.save(tmp_path / "models", manifest, base.tower, base.std_vocab, ReVocab(), models)
+    loaded = registry.load(tmp_path / "models", "rank-test")
+    assert loaded.manifest.components == ["item_tower", "user_tower", "deepfm", "diversity"]
+    assert loaded.manifest.space == "v0-init"
+    assert all(m is not None for m in (loaded.ranking.user_tower, loaded.ranking.deepfm, loaded.ranking.diversity))
+
+    pipeline = OfflinePipeline.from_split(catalog, loaded.ranking, split, profiles)
+    for stage in ("two_tower", "deepfm", "mmr", "diversity"):
+        ranked = pipeline.rank(split.tests, 5, stage)  # type: ignore[arg-type]
+        assert ranked.shape == (len(split.tests), 5)
+        for row, case in zip(ranked, split.tests, strict=True):
+            assert not set(row.tolist()) & set(case.history)  # history excluded
+            assert len(set(row.tolist())) == 5
+
+
+def test_rank_without_trained_stages_is_mmr_over_ann_scores() -> None:
+    rng = np.random.default_rng(1)
+    vecs = rng.normal(size=(10, 128)).astype(np.float32)
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    feats = [None] * 10
+    cands = Candidates(vecs, np.linspace(1, 0, 10), feats, np.zeros(10))  # type: ignore[arg-type]
+    order = rank(RankingModels(), vecs[0], user_features([], None), cands, None, 4, 1.0)
+    assert order == [0, 1, 2, 3]
+    assert {"deepfm_ms", "diversity_ms"} <= set(cands.timings_ms)
+
+
+def test_steps_keep_time_order() -> None:
+    events = [Event("u", 2, 20.0), Event("u", 1, 10.0)]
+    assert [s.product_id for s in steps_by_user(events)["u"]] == [1, 2]
+    assert isinstance(steps_by_user(events)["u"][0], Step)
