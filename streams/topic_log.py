@@ -31,7 +31,7 @@ async def read_all(settings: Settings, spec: topics.TopicSpec) -> list[bytes]:
         await consumer.seek_to_beginning(*parts)
         end = await consumer.end_offsets(parts)
         values: list[bytes] = []
-        while any(await consumer.position(p) < end[p] for p in parts):
+        while [p for p in parts if await consumer.position(p) < end[p]]:
             batch = await consumer.getmany(timeout_ms=500, max_records=5000)
             values.extend(r.value for recs in batch.values() for r in recs if r.value is not None)
         return values
