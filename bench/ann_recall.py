@@ -1,15 +1,16 @@
 """ANN recall of the configured Milvus index vs exact search, on real item vectors.
 
-    python -m bench.ann_recall [--models DIR] [--synthetic 100000] [--queries 500] [--epochs 5]
+    python -m bench.ann_recall [--models DIR] [--synthetic 100000] [--queries 500] [--train-per-set]
 
 Sets: the H&M articles and the kfashion seed (``../shared/data``; a set whose files are
 absent is skipped with a message), each enriched with the rules enricher (MiniLM zero-shot
 off unless ``--zero-shot``: ~130x faster, bench/enrichment) and embedded by an item tower;
 plus ``--synthetic`` products of the sample's generator family, as the real sets are small
-(H&M ~11.8k, kfashion ~1.3k). The tower: LATEST of ``--models`` for every set when given;
-else, per real set, one trained on that set (``--epochs`` SimCSE + ``--epochs`` triplet,
-``streams.training``; cached under var/bench-models/ann-<set>, delete it to retrain) and for
-the synthetic set the configured / sample-trained one (``bench.system.ensure_model``).
+(H&M ~11.8k, kfashion ~1.3k). The tower: the current trained model, LATEST of ``--models``
+or of TAILOR_MODEL_DIR (one is trained on the sample when there is none,
+``bench.system.ensure_model``); with ``--train-per-set``, each real set is embedded by a tower
+trained on that set (``--epochs`` SimCSE + ``--epochs`` triplet, ``streams.training``; cached
+under var/bench-models-ann-<set>, delete it to retrain; minutes per epoch on a busy 2-core CPU).
 
 Each set goes into a fresh collection of an embedded Milvus through ``VectorStore``
 (``ensure_collection``: the worker's AUTOINDEX, IP metric); ``--queries`` random items of the
@@ -48,9 +49,10 @@ HM_FILE = Path("hm-sample") / "articles.csv"
 KFASHION_GLOB = str(Path("kfashion-seed") / "*.json")
 
 
-def model_for(data: str, models: Path | None, epochs: int) -> Path:
-    """``models`` when given; else a tower trained on ``data`` (cached)."""
-    if models is not None:
+def model_for(data: str, models: Path | None, epochs: int, per_set: bool) -> Path:
+    """The current trained model (``--models``, else TAILOR_MODEL_DIR's LATEST); with
+    ``per_set`` a tower trained on ``data`` itself (cached)."""
+    if not per_set:
         return ensure_model(models)
     target = BENCH_MODELS.parent / f"bench-models-ann-{data}"
     if not registry.is_trained(target):
@@ -139,17 +141,20 @@ def measure(store: VectorStore, name: str, vectors: np.ndarray, n_queries: int, 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--models", type=Path, help="one model dir (LATEST) for every set; default: trained per set")
+    ap.add_argument(
+        "--models", type=Path, help="model dir (LATEST); default TAILOR_MODEL_DIR (trained on sample if none)"
+    )
+    ap.add_argument("--train-per-set", action="store_true", help="embed each real set with a tower trained on it")
     ap.add_argument("--synthetic", type=int, default=100_000, help="synthetic items (0: none)")
     ap.add_argument("--queries", type=int, default=500)
-    ap.add_argument("--epochs", type=int, default=5, help="epochs per stage when a tower is trained here")
+    ap.add_argument("--epochs", type=int, default=5, help="epochs per stage with --train-per-set")
     ap.add_argument("--zero-shot", action="store_true", help="rules enricher with MiniLM zero-shot (slow)")
     ap.add_argument("--limit", type=int, help="use at most this many items of each real set")
     args = ap.parse_args()
     os.environ["TAILOR_RULES_ZERO_SHOT"] = "true" if args.zero_shot else "false"
     sets: list[tuple[str, np.ndarray, str]] = []
     for name, load, data in real_sets():
-        models = model_for(data, args.models, args.epochs)
+        models = model_for(data, args.models, args.epochs, args.train_per_set)
         t0 = time.perf_counter()
         items = load()[: args.limit]
         vectors, version = embed(items, models)
