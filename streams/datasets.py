@@ -8,21 +8,29 @@
   ``detail_desc``; title = ``prod_name``; hierarchy product_group_name > product_type_name.
 * MovieLens ``movies.csv`` + ``tags.csv``: STD = genres; RE = the users' free-text tags;
   title = the movie title; hierarchy first genre > first two genres.
+
+``hm_log`` / ``movielens_log`` add the interaction side (``models.interactions``) for the
+offline evaluation: H&M purchases (+ customer age), MovieLens ratings as clicks.
 """
 
 from __future__ import annotations
 
 import asyncio
 import csv
+import logging
 from collections import defaultdict
+from collections.abc import Collection
+from datetime import UTC, datetime
 from pathlib import Path
 
 from consumers.enrichment import Enrichment, make_enricher
-from schemas.events import ProductCreated, ProductEnriched
+from models.interactions import Event, InteractionLog
+from schemas.events import ProductCreated, ProductEnriched, Profile
 from schemas.limits import MAX_ATTR_LIST, MAX_ATTR_VALUE_CHARS, MAX_DESCRIPTION_CHARS, MAX_TITLE_CHARS
 from streams.catalog import load_catalog
 from streams.products import enrichment_of, to_enriched
 
+logger = logging.getLogger(__name__)
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 HM_STD_COLUMNS = {
     "product_group": "product_group_name",
@@ -64,11 +72,16 @@ def _clip(text: str, limit: int) -> str:
     return text.strip()[:limit]
 
 
-def hm_articles(path: Path | None = None, limit: int | None = None) -> list[ProductEnriched]:
+def hm_articles(
+    path: Path | None = None, limit: int | None = None, ids: Collection[str] | None = None
+) -> list[ProductEnriched]:
+    """``ids`` (10-digit article ids as in the CSV) keeps only those articles."""
     path = path or SHARED_DATA / "hm-sample" / "articles.csv"
     products = []
     with path.open(newline="", encoding="utf-8") as fh:
         for row in csv.DictReader(fh):
+            if ids is not None and row["article_id"].zfill(10) not in ids:
+                continue
             clothes = {k: _clip(row[c], MAX_ATTR_VALUE_CHARS) for k, c in HM_STD_COLUMNS.items() if row.get(c)}
             clothes["category"] = f"{row['product_group_name']}/{row['product_type_name']}"
             products.append(
@@ -122,3 +135,78 @@ def load_items(data: str) -> list[ProductEnriched]:
     catalog) or a catalog path/glob."""
     loader = NAMED.get(data)
     return loader() if loader else catalog_items(data)
+
+
+# --- interaction logs for the offline evaluation (bench/eval) ---
+
+
+def _tiebroken(ts: list[float]) -> list[float]:
+    """Timestamps plus the row's position as a sub-second fraction: H&M has dates only and
+    MovieLens whole seconds, so same-time rows keep the log's order under any sort."""
+    n = len(ts) or 1
+    return [t + i / n for i, t in enumerate(ts)]
+
+
+def _age(text: str) -> float | None:
+    try:
+        age = float(text)
+    except ValueError:
+        return None
+    return age if 10 <= age <= 120 else None  # Profile's bounds; outliers are data errors
+
+
+def _hm_transactions(folder: Path, known: set[str], max_users: int | None) -> list[dict[str, str]]:
+    """Transactions whose article has attributes, of the first ``max_users`` customers
+    (by first purchase) when given."""
+    with (folder / "transactions.csv").open(newline="", encoding="utf-8") as fh:
+        rows = [r for r in csv.DictReader(fh) if r["article_id"].zfill(10) in known]
+    if max_users is not None:
+        keep = set(list(dict.fromkeys(r["customer_id"] for r in rows))[:max_users])
+        rows = [r for r in rows if r["customer_id"] in keep]
+    return rows
+
+
+def _hm_profiles(path: Path, users: set[str]) -> dict[str, Profile]:
+    """Age from customers.csv; H&M has no height or weight."""
+    profiles: dict[str, Profile] = {}
+    with path.open(newline="", encoding="utf-8") as fh:
+        for row in csv.DictReader(fh):
+            if row["customer_id"] in users:
+                profiles[row["customer_id"]] = Profile(age=_age(row.get("age") or ""))
+    return profiles
+
+
+def hm_log(max_users: int | None = None, folder: Path | None = None) -> InteractionLog:
+    """H&M purchases joined to the articles that have attributes (about 31% of rows):
+    items enriched as ``hm_articles`` does, one purchase event per row, profiles = age."""
+    folder = folder or SHARED_DATA / "hm-sample"
+    with (folder / "articles.csv").open(newline="", encoding="utf-8") as fh:
+        known = {row["article_id"].zfill(10) for row in csv.DictReader(fh)}
+    rows = _hm_transactions(folder, known, max_users)
+    days = [datetime.fromisoformat(r["t_dat"]).replace(tzinfo=UTC).timestamp() for r in rows]
+    events = [
+        Event(r["customer_id"], int(r["article_id"]), ts, "purchase")
+        for r, ts in zip(rows, _tiebroken(days), strict=True)
+    ]
+    items = hm_articles(folder / "articles.csv", ids={r["article_id"].zfill(10) for r in rows})
+    log = InteractionLog("hm", items, events, _hm_profiles(folder / "customers.csv", {e.user_id for e in events}))
+    logger.info("%s", log.summary())
+    return log
+
+
+def movielens_log(folder: Path | None = None, max_users: int | None = None) -> InteractionLog:
+    """MovieLens ratings as click events (any rating = the user chose to watch it); items
+    from ``movielens()``; no profiles (the data set has none)."""
+    folder = folder or SHARED_DATA / "movielens-small"
+    items = movielens(folder)
+    known = {it.product_id for it in items}
+    with (folder / "ratings.csv").open(newline="", encoding="utf-8") as fh:
+        rows = [r for r in csv.DictReader(fh) if int(r["movieId"]) in known]
+    if max_users is not None:
+        keep = set(list(dict.fromkeys(r["userId"] for r in rows))[:max_users])
+        rows = [r for r in rows if r["userId"] in keep]
+    stamps = _tiebroken([float(r["timestamp"]) for r in rows])
+    events = [Event(r["userId"], int(r["movieId"]), ts, "click") for r, ts in zip(rows, stamps, strict=True)]
+    log = InteractionLog("movielens", items, events, {})
+    logger.info("%s", log.summary())
+    return log
