@@ -5,6 +5,7 @@ Synchronous pymilvus client; async callers run it in a thread (``asyncio.to_thre
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -14,6 +15,8 @@ from pydantic import BaseModel
 from pymilvus import DataType, MilvusClient
 
 from schemas.events import Filters
+
+log = logging.getLogger("tailor.milvus")
 
 DIM = 128
 # ``features``: the item's STD/RE attributes as JSON, what the reranker reads for a
@@ -106,6 +109,19 @@ class VectorStore:
             self.collection, schema=schema, index_params=index, consistency_level=self.consistency
         )
         self.client.load_collection(self.collection)
+
+    def point_alias(self, alias: str) -> bool:
+        """Make ``alias`` name this collection (stable name for outside readers on Milvus
+        standalone/cluster). milvus-lite has no aliases: False there, and nothing breaks."""
+        try:
+            if self.client.has_collection(alias):
+                self.client.alter_alias(self.collection, alias)
+            else:
+                self.client.create_alias(self.collection, alias)
+            return True
+        except Exception as exc:  # noqa: BLE001 - UNIMPLEMENTED on milvus-lite; a plain collection of that name
+            log.debug("alias %s -> %s not set: %s", alias, self.collection, exc)
+            return False
 
     def upsert(self, rows: Sequence[ItemRow]) -> None:
         if rows:

@@ -28,7 +28,10 @@ class Settings(BaseSettings):
     milvus_uri: str | None = None
     milvus_port: int = 19531
     milvus_token: SecretStr | None = None
-    collection: str = "tailor_items"
+    collection: str = "tailor_items"  # prefix: one collection per item space, "<prefix>__<space>"
+    # Point the alias <collection> at the live item space's collection (Milvus standalone /
+    # cluster; milvus-lite has no aliases).
+    milvus_alias: bool = False
 
     app_id: str = "tailor"
     model_dir: Path | None = None

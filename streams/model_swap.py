@@ -83,6 +83,8 @@ async def swap_to(services: Services, version: str) -> bool:
             n = await fill(new.products, old.store)
             log.info("re-embedded %d products into %s for %s", n, new.store.collection, version)
         services.live = new  # the swap: one reference; in-flight work keeps the old one
+        if services.settings.milvus_alias and not same_space:
+            await asyncio.to_thread(new.store.point_alias, services.settings.collection)
         old.products.mirror = None
         if not same_space:  # the old client outlives the requests that may still hold it
             asyncio.get_running_loop().call_later(60, old.store.close)

@@ -117,6 +117,8 @@ def build(settings: Settings) -> Services:
     popularity = Popularity()
     live = make_live(settings, model, enricher, popularity)
     fill_from_parent(settings, live)
+    if settings.milvus_alias:
+        live.store.point_alias(settings.collection)
     log.info(
         "model %s loaded (item space %s, %s; RE vocab %d terms); milvus %s/%s",
         live.version,
