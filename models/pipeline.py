@@ -81,7 +81,6 @@ class OfflinePipeline:
                 vectors=self.catalog.vectors[rows],
                 ann=self.catalog.vectors[rows] @ users[i],
                 features=[self.catalog.features[r] for r in rows],
-                popularity=np.array([self.popularity[int(self.catalog.ids[r])] for r in rows], dtype=np.float32),
             )
             profile = tower.cfg.profile.features(self.profiles.get(case.user_id)) if tower else None
             user = user_features([self.catalog.features[r] for r in hist_rows], profile)

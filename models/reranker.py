@@ -7,7 +7,10 @@ Features of one (user, candidate) pair:
           user_fine (the user's most frequent fine category)  -> table "std"
           user_std / user_re (the user's most frequent STD / RE ids) VarLen -> "std" / "re"
   dense   price (log, z-scored), ann (user . item, the retrieval score), hist_sim (max
-          item . history item), pop (log count, scaled), profile z-scores + missing flags
+          item . history item), profile z-scores + missing flags
+  No popularity input, on purpose: a product created a minute ago has no clicks, and a
+  reranker that learned "popular wins" would bury exactly the items content retrieval
+  made recommendable (cold start). Popularity stays a fallback for users with nothing.
 
 Weight transfer (documented mapping): every STD feature shares ONE 64-d table named "std"
 whose row i is the item tower's ``std_emb`` row i (same StdVocab ids); every RE feature
@@ -35,7 +38,7 @@ from models.deepctr import DeepFM, DenseFeat, SparseFeat, VarLenSparseFeat
 from models.encoder import ItemEncoder, ItemInput
 from models.item_tower import ItemTower
 
-DENSE = ("price", "ann", "hist_sim", "pop", "z_height", "z_weight", "z_age", "miss_height", "miss_weight", "miss_age")
+DENSE = ("price", "ann", "hist_sim", "z_height", "z_weight", "z_age", "miss_height", "miss_weight", "miss_age")
 
 
 @dataclass(frozen=True)
@@ -90,7 +93,6 @@ class RerankerConfig(BaseModel):
     transfer_scale: float = 0.1
     price_mean: float = 0.0
     price_std: float = 1.0
-    pop_scale: float = 1.0  # log1p of the largest training count
 
 
 def _pad(rows: Sequence[Sequence[int]], width: int, limit: int) -> np.ndarray:
@@ -143,11 +145,10 @@ class DeepFMReranker:
 
     def matrix(self, users: Sequence[UserFeatures], items: Sequence[ItemFeatures], dense: np.ndarray) -> np.ndarray:
         """The deepctr input matrix, columns in the model's ``feature_index`` order.
-        ``dense``: (n, 4) = ann, hist_sim, raw popularity count, (unused) per pair."""
+        ``dense``: (n, 2) = ann, hist_sim per pair."""
         c = self.cfg
         n = len(items)
         price = np.array([(math.log1p(it.price) - c.price_mean) / c.price_std for it in items], dtype=np.float32)
-        pop = np.log1p(np.maximum(dense[:, 2], 0)) / max(c.pop_scale, 1e-6)
         profile = np.array([u.profile for u in users], dtype=np.float32).reshape(n, 6)
         parts = {
             "coarse": np.array([[it.coarse] for it in items], dtype=np.float32).reshape(n, 1),
@@ -161,9 +162,8 @@ class DeepFMReranker:
             "price": price[:, None],
             "ann": dense[:, :1],
             "hist_sim": dense[:, 1:2],
-            "pop": pop[:, None].astype(np.float32),
         }
-        for j, name in enumerate(DENSE[4:]):
+        for j, name in enumerate(DENSE[3:]):
             parts[name] = profile[:, j : j + 1]
         ordered = sorted(self.model.feature_index.items(), key=lambda kv: kv[1][0])
         return np.concatenate([parts[name] for name, _ in ordered], axis=1).astype(np.float32)

@@ -15,7 +15,6 @@ import math
 import random
 import time
 import zlib
-from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -118,7 +117,6 @@ def _impressions(
     catalog: Catalog,
     sequences: dict[str, list[Step]],
     profiles: dict[str, dict[str, float | None]],
-    popularity: Counter[int],
     cfg: RankingTrainConfig,
 ) -> list[tuple[str, Candidates, int, np.ndarray, np.ndarray, list[float], list[ItemFeatures]]]:
     """(user, candidates, target index, user vector, history vectors, profile, history features)."""
@@ -142,7 +140,6 @@ def _impressions(
                 vectors=catalog.vectors[rows],
                 ann=catalog.vectors[rows] @ uvecs[j],
                 features=[catalog.features[r] for r in rows],
-                popularity=np.array([popularity[int(catalog.ids[r])] for r in rows], dtype=np.float32),
             )
             out.append(
                 (
@@ -200,8 +197,7 @@ def train_ranking(
         return queries.get(fine_of.get(pid, "")) if queries and fine_of else None
 
     tower, user_hist = train_user_tower(sequences, vecs, profiles, context_of, cfg.user, log)
-    popularity = Counter(s.product_id for seq in sequences.values() for s in seq)
-    impressions = _impressions(tower, catalog, sequences, profiles, popularity, cfg)
+    impressions = _impressions(tower, catalog, sequences, profiles, cfg)
     # A stable hash (not Python's salted one) splits users: 3/4 DeepFM, 1/4 self-attention.
     quarter = {u for u, *_ in impressions if zlib.crc32(u.encode()) % 4 == 0}
     prices = np.array([math.log1p(f.price) for f in catalog.features])
@@ -210,7 +206,6 @@ def train_ranking(
         re_size=encoder.tower.re_emb.num_embeddings,
         price_mean=float(prices.mean()),
         price_std=float(prices.std() or 1.0),
-        pop_scale=math.log1p(max(popularity.values(), default=1)),
     )
     deepfm = DeepFMReranker(rcfg, seed=cfg.seed)
     copied = deepfm.transfer(encoder.tower)
@@ -222,9 +217,7 @@ def train_ranking(
         negatives = [i for i in range(len(cands.ann)) if i != target]
         keep = [target, *rng.sample(negatives, min(cfg.negatives, len(negatives)))]
         uf = user_features(hist_feats, prof)
-        sub = Candidates(
-            cands.vectors[keep], cands.ann[keep], [cands.features[i] for i in keep], cands.popularity[keep]
-        )
+        sub = Candidates(cands.vectors[keep], cands.ann[keep], [cands.features[i] for i in keep])
         xs.append(deepfm.matrix([uf] * len(keep), sub.features, pair_dense(sub, hist)))
         ys.append(np.array([1.0] + [0.0] * (len(keep) - 1)))
     x, y = np.concatenate(xs), np.concatenate(ys)

@@ -185,7 +185,11 @@ async def _flow(settings: Settings, catalog: str, n_users: int, worker: Worker) 
                     user, await client.recommend(user.user_id, k=8, context=user.context, profile=user.profile), titles
                 )
             new_product = await asyncio.to_thread(_unused_id, settings, new_product)
-            return await _cold_start(producer, client, watcher, users, new_product, products)
+            code = await _cold_start(producer, client, watcher, users, new_product, products)
+            if code:
+                return code
+            await _publish_sessions(producer, products)
+            return await _retrain_live(settings, client, _target_user(users, new_product, products), titles)
     finally:
         await watcher.stop()
         await client.stop()
@@ -273,6 +277,84 @@ async def _cold_start(
         f"[bold red]COLD START: product {new_product.product_id} did not appear in {user.user_id}'s top-10 within 30s"
     )
     return 1
+
+
+async def _publish_sessions(producer: TailorProducer, products: list[ProductCreated], shoppers: int = 150) -> None:
+    """Simulated shoppers, so the retrain has a log to learn from: each browses one
+    category, now and then a neighbour of the same coarse group. Seeded, with fixed event
+    ids: a rerun replays the same sessions and the table does not count them twice."""
+    rng = random.Random(7)
+    by_fine: dict[str, list[int]] = {}
+    coarse_of: dict[str, str] = {}
+    for p in products:
+        coarse, fine = p.attributes.category()
+        by_fine.setdefault(fine, []).append(p.product_id)
+        coarse_of[fine] = coarse
+    fines = sorted(by_fine)
+    start = datetime.now(UTC) - timedelta(days=1)
+    for n in range(shoppers):
+        fine = fines[n % len(fines)]
+        near = [f for f in fines if coarse_of[f] == coarse_of[fine]]
+        for i in range(8):
+            pick = fine if rng.random() < 0.8 else rng.choice(near)
+            pid = rng.choice(by_fine[pick])
+            event = Interaction(
+                event_id=f"demo-shopper-{n}-{i}",
+                user_id=f"shopper-{n}",
+                product_id=pid,
+                ts=start + timedelta(minutes=i),
+            )
+            await producer.publish_interaction(event)
+    console.print(f"[green]published {shoppers * 8} clicks of {shoppers} simulated shoppers for the retrain")
+
+
+async def _retrain_live(settings: Settings, client: RecommendClient, user: DemoUser, titles: dict[int, str]) -> int:
+    """``tailor retrain`` on the topics the demo just wrote, while a request loop runs:
+    the worker swaps to the new version (user tower, DeepFM, self-attention reranker)
+    without dropping a request."""
+    console.rule("offline retrain from the logged topics; the worker hot-swaps while requests flow")
+    stop, replies = asyncio.Event(), []
+
+    async def ask_forever() -> None:
+        while not stop.is_set():
+            replies.append(await client.recommend(user.user_id, k=10))
+            await asyncio.sleep(0.05)
+
+    load = asyncio.create_task(ask_forever())
+    # A separate process, as in production (and the training keeps this process' GIL free).
+    log_path = settings.data_dir / "logs" / "retrain.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("wb") as log_file:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "streams.cli", "retrain", "--user-epochs", "4", "--deepfm-epochs", "2",
+            stdout=log_file, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        with console.status(f"tailor retrain running (log: {log_path}) ..."):
+            if await proc.wait() != 0:
+                stop.set()
+                await load
+                console.print(f"[bold red]retrain failed, see {log_path}")
+                return 1
+    manifest = registry.latest_manifest(settings.models_path)
+    assert manifest is not None
+    console.print(
+        f"retrained {manifest.version} in {manifest.metrics.get('train_seconds', 0):.0f} s; on each user's last click: "
+        + ", ".join(f"{k}={v:.3f}" for k, v in manifest.metrics.items() if "@" in k)
+    )
+    deadline = time.monotonic() + 60
+    while not (replies and replies[-1].model_version == manifest.version) and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+    stop.set()
+    await load
+    errors = [r for r in replies if r.strategy == "error"]
+    versions = list(dict.fromkeys(r.model_version for r in replies))
+    _show(user, replies[-1], titles)
+    ok = replies[-1].model_version == manifest.version and not errors
+    console.print(
+        f"[bold {'green' if ok else 'red'}]HOT SWAP: {len(replies)} requests answered during retrain and swap, "
+        f"{len(errors)} errors; versions served in order: {' -> '.join(versions)}"
+    )
+    return 0 if ok else 1
 
 
 def run_demo(settings: Settings, catalog: str, n_users: int) -> int:

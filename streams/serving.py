@@ -132,7 +132,10 @@ class Recommender:
         context = self._context_vector(req)
         if not known and context is None:
             return None, "popular"
-        strategy = "sequence" if known else "context"
+        if not known:
+            # Context only: the text's own vector. The user tower learnt from sequences (the
+            # context was an extra in a fifth of them), so a bare query is matched by content.
+            return context[None, :], "context"  # type: ignore[index]
         tower = self.ranking.user_tower
         if tower is not None:
             now = time.time()
@@ -143,16 +146,14 @@ class Recommender:
                 context=context,
                 profile=req.profile.model_dump() if req.profile else None,
             )
-            return tower.encode([state]), strategy
-        if not known:
-            return context[None, :], strategy  # type: ignore[index]
+            return tower.encode([state]), "sequence"
         vecs = np.array([rows[it.product_id]["vector"] for it in known], dtype=np.float32)
         weights = np.array([KIND_WEIGHT.get(it.kind, 1.0) for it in known])
         # Untrained fallback, multi-interest: the recency-weighted mean plus the latest
         # distinct items, so a user of coats AND sweaters is not reduced to their average.
         recent = list(dict.fromkeys(it.product_id for it in reversed(known)))[:RECENT_QUERIES]
         queries = [sequence_vector(vecs, weights), *(np.asarray(rows[p]["vector"], dtype=np.float32) for p in recent)]
-        return np.stack(queries), strategy
+        return np.stack(queries), "sequence"
 
     def _item_features(self, row: dict[str, Any]) -> ItemFeatures:
         key = (int(row["product_id"]), row.get("features") or "")
@@ -184,7 +185,6 @@ class Recommender:
             vectors=vecs,
             ann=vecs @ user_vector,
             features=[self._item_features(rows[h.product_id]) for h in hits],
-            popularity=np.array([self.popularity.counts[h.product_id] for h in hits], dtype=np.float32),
         )
         hist_ids = list(history_rows)
         hist_vecs = np.array([history_rows[i]["vector"] for i in hist_ids], dtype=np.float32) if hist_ids else None

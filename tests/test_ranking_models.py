@@ -190,7 +190,7 @@ def test_rank_without_trained_stages_is_mmr_over_ann_scores() -> None:
     vecs = rng.normal(size=(10, 128)).astype(np.float32)
     vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
     feats = [None] * 10
-    cands = Candidates(vecs, np.linspace(1, 0, 10), feats, np.zeros(10))  # type: ignore[arg-type]
+    cands = Candidates(vecs, np.linspace(1, 0, 10), feats)  # type: ignore[arg-type]
     order = rank(RankingModels(), vecs[0], user_features([], None), cands, None, 4, 1.0)
     assert order == [0, 1, 2, 3]
     assert {"deepfm_ms", "diversity_ms"} <= set(cands.timings_ms)
