@@ -21,9 +21,9 @@ from models.train_item import TrainConfig, train_item_tower
 from models.train_ranking import RankingTrainConfig, build_catalog, category_queries, train_ranking
 from models.train_user import UserTrainConfig
 
-# The per-request lambda of the diversity rows (1.0 = relevance only). Override with
-# TAILOR_EVAL_LAMBDA to trace the accuracy/diversity trade-off.
-LAMBDA = float(os.environ.get("TAILOR_EVAL_LAMBDA", "0.7"))
+# The per-request lambdas of the diversity rows (1.0 = relevance only): the self-attention
+# reranker at several, to trace the accuracy/diversity trade-off; MMR at the middle one.
+LAMBDAS = tuple(float(x) for x in os.environ.get("TAILOR_EVAL_LAMBDAS", "0.9,0.7,0.5").split(","))
 
 
 class TowerSystem:
@@ -58,10 +58,11 @@ class TowerSystem:
 
 
 class TowerRow:
-    def __init__(self, system: TowerSystem, name: str, stage: Stage) -> None:
+    def __init__(self, system: TowerSystem, name: str, stage: Stage, lam: float = 1.0) -> None:
         self.system = system
         self.name = name
         self.stage = stage
+        self.lam = lam
 
     @property
     def item_vectors(self) -> dict[int, np.ndarray]:
@@ -74,14 +75,15 @@ class TowerRow:
         assert self.system.pipeline is not None
         if not cases:
             return np.zeros((0, k), dtype=np.int64)
-        return self.system.pipeline.rank(cases, k, self.stage, LAMBDA)
+        return self.system.pipeline.rank(cases, k, self.stage, self.lam)
 
 
 def tower_rankers(log: InteractionLog, split: Split, quick: bool = False) -> list[TowerRow]:
     system = TowerSystem(quick)
+    mid = LAMBDAS[len(LAMBDAS) // 2]
     return [
         TowerRow(system, "two-tower", "two_tower"),
         TowerRow(system, "+ DeepFM", "deepfm"),
-        TowerRow(system, f"+ diversity MMR (λ={LAMBDA})", "mmr"),
-        TowerRow(system, f"+ diversity self-attention (λ={LAMBDA})", "diversity"),
+        TowerRow(system, f"+ diversity MMR λ={mid}", "mmr", mid),
+        *(TowerRow(system, f"+ diversity self-attention λ={lam}", "diversity", lam) for lam in LAMBDAS),
     ]
