@@ -14,7 +14,8 @@ them) are published via ``TailorProducer`` at ``--rate`` per second, and for eac
 publish (before the send) ->
 
   * in Milvus: found by ``get`` on its id (polled every few ms from another client);
-  * ProductEnriched: the worker's event about it seen on ``tailor.products.enriched``;
+  * ProductEnriched: the timestamp of the worker's event about it on
+    ``tailor.products.enriched`` (read after the run; sent after the Milvus upsert);
   * in a reply: first ``RecommendClient`` reply (top-``--k``) for its user that contains it
     (the user is polled every ``--poll-ms`` once the product is in Milvus, not before, to
     keep the load the polling adds down; the resolution is that plus one request).
@@ -54,37 +55,29 @@ from streams.products import to_enriched
 GOAL_MS = 1000.0
 
 
-class EnrichedWatcher:
-    """When each product's ProductEnriched appears on the topic (read from the end)."""
-
-    def __init__(self, system: System) -> None:
-        self.consumer = AIOKafkaConsumer(**client_kwargs(system.settings), group_id=None, enable_auto_commit=False)
-        self.seen: dict[int, float] = {}
-        self.task: asyncio.Task[None] | None = None
-
-    async def start(self) -> None:
-        await self.consumer.start()
+async def enriched_times(system: System, wanted: set[int]) -> dict[int, float]:
+    """When the worker sent each product's ProductEnriched: the record timestamps (the
+    producer's clock, this host), read once after the run. A consumer left open during the
+    run would busy-poll the broker (noida-db answers an empty fetch at once) and take CPU
+    from the system under test."""
+    consumer = AIOKafkaConsumer(**client_kwargs(system.settings), group_id=None, enable_auto_commit=False)
+    await consumer.start()
+    try:
         name = topics.PRODUCTS_ENRICHED.name
         parts = [TopicPartition(name, p) for p in range(topics.PRODUCTS_ENRICHED.partitions)]
-        self.consumer.assign(parts)
-        await self.consumer.seek_to_end(*parts)
-        for tp in parts:
-            await self.consumer.position(tp)
-        self.task = asyncio.create_task(self._read())
-
-    async def _read(self) -> None:
-        async for rec in self.consumer:
-            now = time.perf_counter()
-            try:
-                self.seen.setdefault(ProductEnriched.model_validate_json(rec.value or b"").product_id, now)
-            except ValueError:
-                continue
-
-    async def stop(self) -> None:
-        if self.task:
-            self.task.cancel()
-            await asyncio.gather(self.task, return_exceptions=True)
-        await self.consumer.stop()
+        consumer.assign(parts)
+        await consumer.seek_to_beginning(*parts)
+        end = await consumer.end_offsets(parts)
+        seen: dict[int, float] = {}
+        while [tp for tp in parts if await consumer.position(tp) < end[tp]]:
+            for records in (await consumer.getmany(timeout_ms=500)).values():
+                for rec in records:
+                    pid = ProductEnriched.model_validate_json(rec.value or b"").product_id
+                    if pid in wanted:
+                        seen.setdefault(pid, rec.timestamp / 1000)
+        return seen
+    finally:
+        await consumer.stop()
 
 
 def matching_users(system: System, new: list[ProductCreated], history: int, zero_shot: bool) -> dict[int, list[int]]:
@@ -127,6 +120,7 @@ async def measure(
     """Publish ``new`` on schedule; per product the seconds to each milestone, and its rank."""
     store = system.store()
     published: dict[int, float] = {}
+    wall: dict[int, float] = {}  # time.time() at publish, for the record timestamps
     in_milvus: dict[int, float] = {}
     in_reply: dict[int, float] = {}
     rank: dict[int, float] = {}
@@ -166,8 +160,6 @@ async def measure(
                 return
             await asyncio.sleep(args.poll_ms / 1000)
 
-    watcher = EnrichedWatcher(system)
-    await watcher.start()
     poller = asyncio.create_task(poll_milvus())
     async with TailorProducer(system.settings) as producer, RecommendClient(system.settings, timeout_s=5) as client:
 
@@ -175,6 +167,7 @@ async def measure(
             product = new[i]
             found[product.product_id] = asyncio.Event()
             t0 = time.perf_counter()
+            wall[product.product_id] = time.time()
             await producer.publish_product(synth.without_re(product))
             published[product.product_id] = t0
             pending.add(product.product_id)
@@ -184,13 +177,17 @@ async def measure(
         done.set()
         await poller
         # Where the missed ones are: their rank in the user's longest list, once.
-        missed = {}
+        missed: dict[int, int | str | None] = {}
         for pid in set(in_milvus) - set(in_reply):
-            reply = await client.recommend(users[pid], k=MAX_K)
+            try:
+                reply = await client.recommend(users[pid], k=MAX_K)
+            except RecommendTimeout:
+                missed[pid] = "timeout"
+                continue
             missed[pid] = next((i for i, it in enumerate(reply.items, 1) if it.product_id == pid), None)
         if missed:
             console.print(f"  missed in top-{args.k}; rank in top-{MAX_K} at the end (None: not there): {missed}")
-    await watcher.stop()
+    enriched = await enriched_times(system, set(published))
     store.close()
 
     def since(marks: dict[int, float]) -> dict[int, float]:
@@ -198,7 +195,7 @@ async def measure(
 
     return {
         "milvus": since(in_milvus),
-        "enriched": since(watcher.seen),
+        "enriched": {pid: (t - wall[pid]) * 1000 for pid, t in enriched.items()},
         "reply": since(in_reply),
         "rank": rank,
     }

@@ -1,7 +1,7 @@
 """Request-reply latency under a fixed arrival rate, through Kafka, against the real worker.
 
     python -m bench.latency [--items 100000] [--users 1000] [--history 20] [--rate 50]
-                            [--seconds 60] [--baseline-seconds 20] [--models DIR]
+                            [--seconds 60] [--sweep 10,25] [--baseline-seconds 20] [--models DIR]
 
 Starts a real noida-db broker, an embedded Milvus and the real worker on free ports in a
 temp dir, seeds an ``--items`` catalog directly into the worker's Milvus collection
@@ -10,14 +10,17 @@ temp dir, seeds an ``--items`` catalog directly into the worker's Milvus collect
 or two fine categories each) and waits until the worker has applied them. Then, open loop,
 ``--rate`` requests per second for ``--seconds`` (each sent on schedule whether or not the
 earlier ones were answered; latency counts from the scheduled time) go through
-``RecommendClient`` for random users (``k=10``, seen items excluded).
+``RecommendClient`` for random users (``k=10``, seen items excluded). The ``--sweep`` rates
+are measured first (``--sweep-seconds`` each, the worker drained in between), so the table
+also shows where the system stops keeping up on this machine ("served_per_s" below the rate:
+an open-loop queue that only grows).
 
 Reported: client-observed p50/p95/p99 and a breakdown by stage from the replies'
 ``timings_ms`` (every ``*_ms`` key the worker sends), plus "kafka round trip" = client
 latency - ``total_ms`` (request produce + the worker's consume/produce + reply consume).
-Baselines in the same run, same catalog and users, same open-loop rate, worker idle: the
-request path in process (``Recommender.answer`` of ``streams.serving``, built as the worker
-builds it, no Kafka) and one bare Milvus top-100 search. Goal: p99 <= 100 ms.
+Baselines in the same run, same catalog and users, worker stopped: the request path in
+process (``Recommender.answer`` of ``streams.serving``, built as the worker builds it, no
+Kafka) at each rate, and one bare Milvus top-100 search at ``--rate``. Goal: p99 <= 100 ms.
 Writes bench/results/latency.csv, latency_stages.csv and latency.png.
 """
 
@@ -168,20 +171,49 @@ def stage_rows(label: str, samples: Samples) -> list[dict[str, Any]]:
     ]
 
 
+def drain(system: System, timeout_s: float = 120.0) -> None:
+    """Wait until the worker has stopped answering (requests whose clients timed out are
+    still answered): its request counter unchanged for 2 s."""
+    deadline = time.monotonic() + timeout_s
+    last, still = -1.0, 0
+    while still < 4 and time.monotonic() < deadline:
+        now = system.metric("tailor_request_seconds_count")
+        still = still + 1 if now == last else 0
+        last = now
+        time.sleep(0.5)
+
+
+def row(path: str, rate: float, seconds: float, samples: Samples) -> dict[str, Any]:
+    answered = sum(1 for _, t in samples.records if t is not None)
+    return {
+        "path": path,
+        "rate": rate,
+        **stats(samples.latency),
+        "served_per_s": answered / seconds,
+        "errors": sum(samples.errors.values()),
+        "strategies": ", ".join(f"{k}={v}" for k, v in sorted(samples.strategies.items())),
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--items", type=int, default=100_000)
     ap.add_argument("--users", type=int, default=1000)
     ap.add_argument("--history", type=int, default=20, help="clicks per user")
     ap.add_argument("--rate", type=float, default=50.0, help="requests per second (open loop)")
-    ap.add_argument("--seconds", type=float, default=60.0)
-    ap.add_argument("--baseline-seconds", type=float, default=20.0)
-    ap.add_argument("--warmup", type=float, default=5.0, help="seconds at --rate before measuring")
+    ap.add_argument("--seconds", type=float, default=60.0, help="measured seconds at --rate")
+    ap.add_argument("--sweep", default="10,25", help="lower rates measured first (comma list; '' for none)")
+    ap.add_argument("--sweep-seconds", type=float, default=20.0)
+    ap.add_argument("--baseline-seconds", type=float, default=20.0, help="seconds of each baseline, per rate")
+    ap.add_argument("--warmup", type=float, default=5.0, help="seconds at the first rate before measuring")
     ap.add_argument("--k", type=int, default=10)
     ap.add_argument("--models", type=Path, help="model dir (LATEST); default TAILOR_MODEL_DIR or train on sample")
     ap.add_argument("--keep", action="store_true", help="keep the temp data dir (logs)")
     args = ap.parse_args()
+    plan = [(float(r), args.sweep_seconds) for r in args.sweep.split(",") if r.strip()] + [(args.rate, args.seconds)]
     models = ensure_model(args.models)
+    worker: dict[float, Samples] = {}
+    local: dict[float, Samples] = {}
     with running(models, keep=args.keep) as system:
         catalog = system.seed_catalog(args.items)
         console.print(f"seeded {len(catalog.ids):,} items directly into Milvus in {catalog.seconds:.0f}s")
@@ -193,57 +225,58 @@ def main() -> None:
         console.print(f"{args.users * args.history:,} clicks applied in {time.perf_counter() - t0:.1f}s")
         user_ids = sorted(users)
         if args.warmup:
-            asyncio.run(through_kafka(system, user_ids, args.rate, args.warmup, args.k))
-        console.print(f"measuring {args.rate:g} req/s for {args.seconds:g}s through Kafka ...")
-        worker = asyncio.run(through_kafka(system, user_ids, args.rate, args.seconds, args.k))
-        system.stop_worker()  # the baselines run with the worker gone: nothing else on the CPU
-        console.print(f"baselines: {args.rate:g} req/s for {args.baseline_seconds:g}s each ...")
-        local = asyncio.run(in_process(system, users, args.rate, args.baseline_seconds, args.k))
+            asyncio.run(through_kafka(system, user_ids, plan[0][0], args.warmup, args.k))
+        for i, (rate, seconds) in enumerate(plan):
+            if i:
+                drain(system)
+            console.print(f"measuring {rate:g} req/s for {seconds:g}s through Kafka ...")
+            worker[rate] = asyncio.run(through_kafka(system, user_ids, rate, seconds, args.k))
+        system.stop_worker()  # the baselines run with the worker gone: nothing else of ours on the CPU
+        for rate, _ in plan:
+            console.print(f"baseline in process: {rate:g} req/s for {args.baseline_seconds:g}s ...")
+            local[rate] = asyncio.run(in_process(system, users, rate, args.baseline_seconds, args.k))
         bare = asyncio.run(bare_search(system, catalog, args.rate, args.baseline_seconds))
 
-    rows = [
-        {
-            "path": "worker via Kafka (RecommendClient)",
-            **stats(worker.latency),
-            "errors": sum(worker.errors.values()),
-            "strategies": ", ".join(f"{k}={v}" for k, v in sorted(worker.strategies.items())),
-        },
-        {
-            "path": "baseline: Recommender.answer in process (no Kafka)",
-            **stats(local.latency),
-            "errors": sum(local.errors.values()),
-            "strategies": ", ".join(f"{k}={v}" for k, v in sorted(local.strategies.items())),
-        },
-        {"path": f"baseline: bare Milvus top-{system.settings.candidates} search", **stats(bare), "errors": 0},
-    ]
-    ratios(rows, rows[1])
-    for row in rows:
-        row["goal_p99<=100ms"] = "yes" if row.get("p99_ms", 1e9) <= GOAL_MS else "NO"
+    rows = []
+    for rate, seconds in plan:
+        rows.append(row("worker via Kafka (RecommendClient)", rate, seconds, worker[rate]))
+        base = row("baseline: Recommender.answer in process (no Kafka)", rate, args.baseline_seconds, local[rate])
+        ratios(rows[-1:], base)
+        rows.append(base)
+    bare_row = {"path": f"baseline: bare Milvus top-{system.settings.candidates} search", "rate": args.rate}
+    bare_row |= {**stats(bare), "served_per_s": len(bare) / args.baseline_seconds, "errors": 0}
+    ratios([bare_row], rows[-1])
+    rows.append(bare_row)
+    for r in rows:
+        r["goal_p99<=100ms"] = "yes" if r.get("p99_ms", 1e9) <= GOAL_MS else "NO"
     title = (
         f"Request-reply latency: {len(catalog.ids):,} items, {args.users} users x {args.history} clicks, "
-        f"open loop {args.rate:g} req/s for {args.seconds:g}s (baselines {args.baseline_seconds:g}s), k={args.k}; "
-        "x_ = ratio to the in-process request path"
+        f"open loop at each rate ({args.rate:g} req/s for {args.seconds:g}s, lower rates {args.sweep_seconds:g}s, "
+        f"baselines {args.baseline_seconds:g}s), k={args.k}; timeouts after 10 s count as 10 s; "
+        "x_ = ratio to the in-process request path at the same rate"
     )
     emit("latency", title, rows)
-    stages = stage_rows("worker via Kafka", worker)
-    stages.append(
-        {"path": "worker via Kafka", "stage": "kafka round trip (client - total)", **stats(worker.kafka_round_trip())}
-    )
-    stages.append({"path": "worker via Kafka", "stage": "client (end to end)", **stats(worker.latency)})
-    stages += stage_rows("in process (no Kafka)", local)
+    stages = []
+    for rate, _ in plan:
+        label = f"worker via Kafka @{rate:g}/s"
+        stages += stage_rows(label, worker[rate])
+        trip = worker[rate].kafka_round_trip()
+        stages.append({"path": label, "stage": "kafka round trip (client - total)", **stats(trip)})
+        stages.append({"path": label, "stage": "client (end to end)", **stats(worker[rate].latency)})
+    for rate, _ in plan:
+        stages += stage_rows(f"in process (no Kafka) @{rate:g}/s", local[rate])
     emit("latency_stages", "Latency by stage (timings_ms of the replies; ms)", stages)
-    plot_latency(
-        "latency",
-        title,
-        {
-            "worker via Kafka": worker.latency,
-            "in process (no Kafka)": local.latency,
-            "bare Milvus search": bare,
-        },
-        GOAL_MS,
-    )
-    if worker.errors or local.errors:
-        console.print(f"[yellow]errors: worker {dict(worker.errors)}, in process {dict(local.errors)}")
+    series: dict[str, list[float]] = {}
+    for rate, _ in plan:
+        series[f"worker via Kafka @{rate:g}/s"] = worker[rate].latency
+        series[f"in process @{rate:g}/s"] = local[rate].latency
+    series[f"bare Milvus search @{args.rate:g}/s"] = bare
+    plot_latency("latency", title, series, GOAL_MS)
+    for rate, _ in plan:
+        if worker[rate].errors or local[rate].errors:
+            console.print(
+                f"[yellow]@{rate:g}/s errors: worker {dict(worker[rate].errors)}, in process {dict(local[rate].errors)}"
+            )
 
 
 if __name__ == "__main__":
