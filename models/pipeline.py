@@ -16,7 +16,7 @@ from tqdm import tqdm
 from models.interactions import Event, InteractionLog, Split, TestCase, user_sequences
 from models.ranking import Candidates, RankingModels, rank
 from models.reranker import user_features
-from models.train_ranking import Catalog, exact_top
+from models.train_ranking import Catalog, exact_top, with_popular
 from models.train_user import Step, state_of
 
 Stage = Literal["two_tower", "deepfm", "mmr", "diversity"]
@@ -38,6 +38,7 @@ class OfflinePipeline:
     profiles: dict[str, dict[str, float | None]]
     popularity: Counter[int]
     candidates: int = 100
+    popular_candidates: int = 20
 
     @classmethod
     def from_split(
@@ -73,14 +74,18 @@ class OfflinePipeline:
             top = tops[:, :k]
             return np.where(top >= 0, self.catalog.ids[top], -1)
         out = np.full((len(cases), k), -1, dtype=np.int64)
+        top_pop = self.popularity.most_common(self.popular_candidates + 60)
+        popular = [self.catalog.row[p] for p, _ in top_pop if p in self.catalog.row]
+        counts = np.array([self.popularity[int(p)] for p in self.catalog.ids], dtype=np.float32)
         tower = self.models.user_tower
         for i, case in enumerate(tqdm(cases, desc=f"rank {stage}", leave=False)):
-            rows = tops[i][tops[i] >= 0]
             hist_rows = [self.catalog.row[p] for p in case.history if p in self.catalog.row]
+            rows = np.array(with_popular(tops[i], popular, set(hist_rows), self.candidates, self.popular_candidates))
             cands = Candidates(
                 vectors=self.catalog.vectors[rows],
                 ann=self.catalog.vectors[rows] @ users[i],
                 features=[self.catalog.features[r] for r in rows],
+                popularity=counts[rows],
             )
             profile = tower.cfg.profile.features(self.profiles.get(case.user_id)) if tower else None
             user = user_features([self.catalog.features[r] for r in hist_rows], profile)

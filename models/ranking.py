@@ -26,18 +26,20 @@ class RankingModels:
 @dataclass
 class Candidates:
     """Retrieved items for one user: ``vectors`` (n, 128), ``ann`` (n,) retrieval scores,
-    ``features`` the DeepFM item features."""
+    ``features`` the DeepFM item features, ``popularity`` interaction counts."""
 
     vectors: np.ndarray
     ann: np.ndarray
     features: list[ItemFeatures]
+    popularity: np.ndarray
     timings_ms: dict[str, float] = field(default_factory=dict)
 
 
 def pair_dense(cands: Candidates, history: np.ndarray | None) -> np.ndarray:
-    """The per-pair dense inputs: ann, max similarity to the history."""
+    """The per-pair dense inputs: ann, max similarity to the history, count, known flag."""
     hist_sim = (cands.vectors @ history.T).max(1) if history is not None and len(history) else np.zeros(len(cands.ann))
-    return np.stack([cands.ann, hist_sim], axis=1).astype(np.float32)
+    known = (cands.popularity > 0).astype(np.float32)
+    return np.stack([cands.ann, hist_sim, cands.popularity, known], axis=1).astype(np.float32)
 
 
 def deepfm_logits(

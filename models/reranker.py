@@ -7,10 +7,12 @@ Features of one (user, candidate) pair:
           user_fine (the user's most frequent fine category)  -> table "std"
           user_std / user_re (the user's most frequent STD / RE ids) VarLen -> "std" / "re"
   dense   price (log, z-scored), ann (user . item, the retrieval score), hist_sim (max
-          item . history item), profile z-scores + missing flags
-  No popularity input, on purpose: a product created a minute ago has no clicks, and a
-  reranker that learned "popular wins" would bury exactly the items content retrieval
-  made recommendable (cold start). Popularity stays a fallback for users with nothing.
+          item . history item), pop (log count, scaled) + pop_known, profile z-scores +
+          missing flags
+  Popularity without burying new items: an item with no interactions is "popularity
+  unknown" (pop = 0, pop_known = 0), and in training a random quarter of the rows is
+  shown that way too, whatever their count. So "unknown" learns the average click rate,
+  not the rate of the unpopular, and a product created a minute ago is ranked by content.
 
 Weight transfer (documented mapping): every STD feature shares ONE 64-d table named "std"
 whose row i is the item tower's ``std_emb`` row i (same StdVocab ids); every RE feature
@@ -38,7 +40,10 @@ from models.deepctr import DeepFM, DenseFeat, SparseFeat, VarLenSparseFeat
 from models.encoder import ItemEncoder, ItemInput
 from models.item_tower import ItemTower
 
-DENSE = ("price", "ann", "hist_sim", "z_height", "z_weight", "z_age", "miss_height", "miss_weight", "miss_age")
+DENSE = (
+    *("price", "ann", "hist_sim", "pop", "pop_known"),
+    *("z_height", "z_weight", "z_age", "miss_height", "miss_weight", "miss_age"),
+)
 
 
 @dataclass(frozen=True)
@@ -93,6 +98,7 @@ class RerankerConfig(BaseModel):
     transfer_scale: float = 0.1
     price_mean: float = 0.0
     price_std: float = 1.0
+    pop_scale: float = 1.0  # log1p of the largest training count
 
 
 def _pad(rows: Sequence[Sequence[int]], width: int, limit: int) -> np.ndarray:
@@ -145,7 +151,7 @@ class DeepFMReranker:
 
     def matrix(self, users: Sequence[UserFeatures], items: Sequence[ItemFeatures], dense: np.ndarray) -> np.ndarray:
         """The deepctr input matrix, columns in the model's ``feature_index`` order.
-        ``dense``: (n, 2) = ann, hist_sim per pair."""
+        ``dense``: (n, 4) = ann, hist_sim, interaction count, known flag per pair."""
         c = self.cfg
         n = len(items)
         price = np.array([(math.log1p(it.price) - c.price_mean) / c.price_std for it in items], dtype=np.float32)
@@ -162,8 +168,10 @@ class DeepFMReranker:
             "price": price[:, None],
             "ann": dense[:, :1],
             "hist_sim": dense[:, 1:2],
+            "pop": (np.log1p(np.maximum(dense[:, 2:3], 0)) / max(c.pop_scale, 1e-6)).astype(np.float32),
+            "pop_known": dense[:, 3:4],
         }
-        for j, name in enumerate(DENSE[3:]):
+        for j, name in enumerate(DENSE[5:]):
             parts[name] = profile[:, j : j + 1]
         ordered = sorted(self.model.feature_index.items(), key=lambda kv: kv[1][0])
         return np.concatenate([parts[name] for name, _ in ordered], axis=1).astype(np.float32)

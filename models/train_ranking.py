@@ -15,6 +15,7 @@ import math
 import random
 import time
 import zlib
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -35,6 +36,8 @@ from models.user_tower import UserTower
 class RankingTrainConfig(BaseModel):
     user: UserTrainConfig = UserTrainConfig()
     candidates: int = 100
+    popular_candidates: int = 20  # of the candidates, how many come from popularity
+    pop_unknown_rate: float = 0.25  # rows shown as "popularity unknown" in DeepFM training
     impressions_per_user: int = 6
     negatives: int = 24
     deepfm_epochs: int = 4
@@ -112,15 +115,33 @@ def _profile_features(tower: UserTower, profiles: dict[str, dict[str, float | No
     return tower.cfg.profile.features(profiles.get(user))
 
 
+def with_popular(ann_rows: Sequence[int], popular_rows: Sequence[int], exclude: set[int], n: int, n_pop: int) -> list:
+    """The candidate set: the best ``n - n_pop`` retrieved rows, then up to ``n_pop`` of
+    the most popular rows not in it (nor excluded), then more retrieved rows if short.
+    Two sources, as in production retrieval: content (reaches new items) and popularity
+    (what a frozen content space cannot express)."""
+    ann = [int(r) for r in ann_rows if r >= 0]
+    out = ann[: n - n_pop]
+    taken = set(out)
+    extra = [r for r in popular_rows if r not in taken and r not in exclude][:n_pop]
+    out += extra
+    taken.update(extra)
+    out += [r for r in ann[n - n_pop :] if r not in taken][: max(0, n - len(out))]
+    return out
+
+
 def _impressions(
     tower: UserTower,
     catalog: Catalog,
     sequences: dict[str, list[Step]],
     profiles: dict[str, dict[str, float | None]],
+    popularity: Counter[int],
     cfg: RankingTrainConfig,
 ) -> list[tuple[str, Candidates, int, np.ndarray, np.ndarray, list[float], list[ItemFeatures]]]:
     """(user, candidates, target index, user vector, history vectors, profile, history features)."""
     vecs = catalog.vector_map()
+    popular = [catalog.row[p] for p, _ in popularity.most_common(cfg.popular_candidates + 60) if p in catalog.row]
+    counts = np.array([popularity[int(p)] for p in catalog.ids], dtype=np.float32)
     out = []
     for user, seq in tqdm(sorted(sequences.items()), desc="impressions", leave=False):
         positions = [t for t in range(1, len(seq)) if seq[t].product_id in catalog.row][-cfg.impressions_per_user :]
@@ -131,15 +152,16 @@ def _impressions(
         seen = [[s.product_id for s in seq[:t]] for t in positions]
         tops = exact_top(uvecs, catalog, seen, cfg.candidates)
         for j, t in enumerate(positions):
-            rows = [int(r) for r in tops[j] if r >= 0]
+            hist_rows = [catalog.row[p] for p in seen[j] if p in catalog.row]
+            rows = with_popular(tops[j], popular, set(hist_rows), cfg.candidates, cfg.popular_candidates)
             target = catalog.row[seq[t].product_id]
             if target not in rows:  # the clicked item is an impression even if retrieval missed it
                 rows = [*rows[: cfg.candidates - 1], target]
-            hist_rows = [catalog.row[p] for p in seen[j] if p in catalog.row]
             cands = Candidates(
                 vectors=catalog.vectors[rows],
                 ann=catalog.vectors[rows] @ uvecs[j],
                 features=[catalog.features[r] for r in rows],
+                popularity=counts[rows],
             )
             out.append(
                 (
@@ -197,7 +219,8 @@ def train_ranking(
         return queries.get(fine_of.get(pid, "")) if queries and fine_of else None
 
     tower, user_hist = train_user_tower(sequences, vecs, profiles, context_of, cfg.user, log)
-    impressions = _impressions(tower, catalog, sequences, profiles, cfg)
+    popularity = Counter(s.product_id for seq in sequences.values() for s in seq)
+    impressions = _impressions(tower, catalog, sequences, profiles, popularity, cfg)
     # A stable hash (not Python's salted one) splits users: 3/4 DeepFM, 1/4 self-attention.
     quarter = {u for u, *_ in impressions if zlib.crc32(u.encode()) % 4 == 0}
     prices = np.array([math.log1p(f.price) for f in catalog.features])
@@ -206,6 +229,7 @@ def train_ranking(
         re_size=encoder.tower.re_emb.num_embeddings,
         price_mean=float(prices.mean()),
         price_std=float(prices.std() or 1.0),
+        pop_scale=math.log1p(max(popularity.values(), default=1)),
     )
     deepfm = DeepFMReranker(rcfg, seed=cfg.seed)
     copied = deepfm.transfer(encoder.tower)
@@ -217,8 +241,13 @@ def train_ranking(
         negatives = [i for i in range(len(cands.ann)) if i != target]
         keep = [target, *rng.sample(negatives, min(cfg.negatives, len(negatives)))]
         uf = user_features(hist_feats, prof)
-        sub = Candidates(cands.vectors[keep], cands.ann[keep], [cands.features[i] for i in keep])
-        xs.append(deepfm.matrix([uf] * len(keep), sub.features, pair_dense(sub, hist)))
+        sub = Candidates(
+            cands.vectors[keep], cands.ann[keep], [cands.features[i] for i in keep], cands.popularity[keep]
+        )
+        dense = pair_dense(sub, hist)
+        unknown = np.array([rng.random() < cfg.pop_unknown_rate for _ in keep])
+        dense[unknown, 2:4] = 0.0  # "popularity unknown", as for a brand-new product
+        xs.append(deepfm.matrix([uf] * len(keep), sub.features, dense))
         ys.append(np.array([1.0] + [0.0] * (len(keep) - 1)))
     x, y = np.concatenate(xs), np.concatenate(ys)
     log(f"DeepFM: {len(y)} impressions ({int(y.sum())} positives)")

@@ -50,6 +50,10 @@ def context_item(text: str) -> ProductEnriched:
 RECENT_QUERIES = 4
 
 
+def _hit(row: dict[str, Any]) -> Hit:
+    return Hit(product_id=int(row["product_id"]), score=0.0, **{k: row.get(k, "") for k in ("title", "coarse", "fine")})
+
+
 def merge_hits(results: list[list[Hit]], limit: int) -> list[Hit]:
     """Union of several queries' hits; an item keeps its best score."""
     best: dict[int, Hit] = {}
@@ -63,13 +67,22 @@ def merge_hits(results: list[list[Hit]], limit: int) -> list[Hit]:
 def _matches(row: dict[str, Any], filters: Filters | None) -> bool:
     if filters is None:
         return True
-    return all(
-        getattr(filters, f) is None or str(row.get(f, "")).lower() == getattr(filters, f).lower()
-        for f in ("coarse", "fine", "gender")
+    price = float(row.get("price") or 0.0)
+    return (
+        all(
+            getattr(filters, f) is None or str(row.get(f, "")).lower() == getattr(filters, f).lower()
+            for f in ("coarse", "fine", "gender")
+        )
+        and (filters.price_min is None or price >= filters.price_min)
+        and (filters.price_max is None or price <= filters.price_max)
     )
 
 
 FEATURE_CACHE = 200_000
+# Of the candidates, how many come from popularity when DeepFM ranks them (as in training,
+# ``models.train_ranking.with_popular``): content reaches new items, popularity what a
+# frozen content space cannot express.
+POPULAR_CANDIDATES = 20
 
 
 class Recommender:
@@ -107,7 +120,10 @@ class Recommender:
             expr = filter_expr(req.filters, sorted(seen))
             results = await asyncio.to_thread(self.store.search_many, query, self.candidates, expr)
             hits = merge_hits(results, self.candidates)
-            rows = await asyncio.to_thread(self.store.get, [h.product_id for h in hits]) if hits else {}
+            hits, popular = self._with_popular(hits, seen)
+            ids = [h.product_id for h in hits] + popular
+            rows = await asyncio.to_thread(self.store.get, ids) if ids else {}
+            hits += [_hit(rows[p]) for p in popular if p in rows and _matches(rows[p], req.filters)]
             timings["ann_ms"] = (clock() - t1) * 1000
             items = self._rank(req, query[0], [h for h in hits if h.product_id in rows], rows, history_rows, timings)
         timings["total_ms"] = (clock() - t0) * 1000
@@ -119,6 +135,16 @@ class Recommender:
             model_version=self.encoder.version,
             timings_ms={k: round(v, 3) for k, v in timings.items()},
         )
+
+    def _with_popular(self, hits: list[Hit], seen: set[int]) -> tuple[list[Hit], list[int]]:
+        """The best retrieved hits plus popular ids not among them (trained pipelines only)."""
+        if self.ranking.deepfm is None:
+            return hits, []
+        keep = hits[: self.candidates - POPULAR_CANDIDATES]
+        taken = {h.product_id for h in keep} | seen
+        popular = [p for p, _ in self.popularity.top(POPULAR_CANDIDATES + len(taken), set()) if p not in taken]
+        popular = popular[:POPULAR_CANDIDATES]
+        return keep, popular
 
     def _context_vector(self, req: RecommendRequest) -> np.ndarray | None:
         if req.context and req.context.strip():
@@ -185,6 +211,7 @@ class Recommender:
             vectors=vecs,
             ann=vecs @ user_vector,
             features=[self._item_features(rows[h.product_id]) for h in hits],
+            popularity=np.array([self.popularity.counts[h.product_id] for h in hits], dtype=np.float32),
         )
         hist_ids = list(history_rows)
         hist_vecs = np.array([history_rows[i]["vector"] for i in hist_ids], dtype=np.float32) if hist_ids else None

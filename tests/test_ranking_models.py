@@ -190,7 +190,7 @@ def test_rank_without_trained_stages_is_mmr_over_ann_scores() -> None:
     vecs = rng.normal(size=(10, 128)).astype(np.float32)
     vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
     feats = [None] * 10
-    cands = Candidates(vecs, np.linspace(1, 0, 10), feats)  # type: ignore[arg-type]
+    cands = Candidates(vecs, np.linspace(1, 0, 10), feats, np.zeros(10))  # type: ignore[arg-type]
     order = rank(RankingModels(), vecs[0], user_features([], None), cands, None, 4, 1.0)
     assert order == [0, 1, 2, 3]
     assert {"deepfm_ms", "diversity_ms"} <= set(cands.timings_ms)
@@ -200,3 +200,22 @@ def test_steps_keep_time_order() -> None:
     events = [Event("u", 2, 20.0), Event("u", 1, 10.0)]
     assert [s.product_id for s in steps_by_user(events)["u"]] == [1, 2]
     assert isinstance(steps_by_user(events)["u"][0], Step)
+
+
+def test_candidates_are_retrieved_items_plus_popular_ones_never_the_history() -> None:
+    from models.train_ranking import with_popular
+
+    ann = [5, 6, 7, 8, -1]
+    popular = [1, 5, 2, 3, 4]
+    assert with_popular(ann, popular, exclude={2}, n=5, n_pop=2) == [5, 6, 7, 1, 3]
+    assert with_popular(ann, [], exclude=set(), n=5, n_pop=2) == [5, 6, 7, 8]  # short of popular: more retrieved
+
+
+def test_unknown_popularity_is_not_unpopular(tmp_path: Path) -> None:
+    """A brand-new item (no interactions) gets pop_known = 0, not a count of 0 known."""
+    from models.ranking import pair_dense
+
+    vecs = np.eye(3, 128, dtype=np.float32)
+    cands = Candidates(vecs, np.ones(3), [None] * 3, np.array([0.0, 5.0, 1.0]))  # type: ignore[list-item]
+    dense = pair_dense(cands, None)
+    assert dense[:, 3].tolist() == [0.0, 1.0, 1.0]
