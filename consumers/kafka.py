@@ -16,8 +16,10 @@ def client_kwargs(settings: Settings) -> dict[str, Any]:
         from aiokafka.helpers import create_ssl_context
 
         kwargs["ssl_context"] = create_ssl_context()
-    if settings.kafka_sasl_mechanism:
-        kwargs["sasl_mechanism"] = settings.kafka_sasl_mechanism
+    # SASL settings count under SASL_* only (aiokafka ignores them otherwise); with no
+    # mechanism given, aiokafka's default PLAIN, which still needs the username/password.
+    if settings.kafka_security_protocol.startswith("SASL_"):
+        kwargs["sasl_mechanism"] = settings.kafka_sasl_mechanism or "PLAIN"
         kwargs["sasl_plain_username"] = settings.kafka_sasl_username
         if settings.kafka_sasl_password is not None:
             kwargs["sasl_plain_password"] = settings.kafka_sasl_password.get_secret_value()

@@ -10,13 +10,19 @@ from __future__ import annotations
 import re
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StringConstraints, field_validator
 
-from schemas.limits import MAX_ATTR_KEY_CHARS, MAX_ATTR_LIST, MAX_ATTR_VALUE_CHARS, MAX_ATTRIBUTES
+from schemas.limits import MAX_ATTR_KEY_CHARS, MAX_ATTR_LIST, MAX_ATTR_NUMBER, MAX_ATTR_VALUE_CHARS, MAX_ATTRIBUTES
 
 AttrKey = Annotated[str, StringConstraints(min_length=1, max_length=MAX_ATTR_KEY_CHARS)]
 AttrText = Annotated[str, StringConstraints(max_length=MAX_ATTR_VALUE_CHARS)]
-Scalar = AttrText | int | float
+# Numbers are bounded and strict: in lax mode a digit string over the text limit passed as
+# an int of up to 4300 digits ("1e999" as inf), i.e. unbounded text once flattened.
+AttrNumber = (
+    Annotated[int, Field(strict=True, ge=-MAX_ATTR_NUMBER, le=MAX_ATTR_NUMBER)]
+    | Annotated[float, Field(strict=True, ge=-MAX_ATTR_NUMBER, le=MAX_ATTR_NUMBER, allow_inf_nan=False)]
+)
+Scalar = AttrText | AttrNumber | StrictBool  # (bools were taken as ints before; still taken)
 Leaf = Scalar | Annotated[list[Scalar], Field(max_length=MAX_ATTR_LIST)]
 AttrValue = Leaf | Annotated[dict[AttrKey, Leaf], Field(max_length=MAX_ATTRIBUTES)]
 FlatAttributes = dict[str, list[str]]

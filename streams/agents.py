@@ -44,7 +44,7 @@ from streams.app import (
     recommend_requests,
     sequences,
 )
-from streams.deadletter import decode
+from streams.deadletter import decode, letter_key
 from streams.metrics import DEADLETTERS, EVENTS, RE_TERMS, REQUEST_SECONDS
 from streams.sequences import UserSequence
 from streams.services import Services
@@ -90,7 +90,7 @@ def _failure(event: EventT, error: str, exc: Exception) -> DeadLetter:
         source_topic=msg.topic,
         partition=msg.partition,
         offset=msg.offset,
-        key=event.key.decode("utf-8", "replace") if isinstance(event.key, bytes) else None,
+        key=letter_key(event.key) if isinstance(event.key, bytes) else None,  # bounded: keys are not
         error=error,
         detail=f"{type(exc).__name__}: {exc}",
         payload_b64=base64.b64encode(event.value or b"").decode(),
@@ -229,7 +229,7 @@ def _request_id(raw: bytes | None) -> str | None:
         data = json.loads(raw or b"")
         rid = data.get("request_id") if isinstance(data, dict) else None
         return rid if isinstance(rid, str) and 0 < len(rid) <= 128 else None
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # RecursionError: deeply nested JSON (it is dead-lettered)
         return None
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import aiokafka
 import faust
 
 from consumers.kafka import client_kwargs
@@ -14,16 +15,42 @@ from schemas.settings import Settings, load_settings
 
 def _credentials(settings: Settings) -> faust.types.auth.CredentialsT | None:
     kwargs = client_kwargs(settings)
-    if settings.kafka_sasl_mechanism:
+    # The same source as the aiokafka clients (client_kwargs): SASL under SASL_* only.
+    if kwargs["security_protocol"].startswith("SASL_"):
         return faust.SASLCredentials(
             username=kwargs.get("sasl_plain_username"),
             password=kwargs.get("sasl_plain_password"),
             ssl_context=kwargs.get("ssl_context"),
-            mechanism=settings.kafka_sasl_mechanism,
+            mechanism=kwargs["sasl_mechanism"],
         )
     if "ssl_context" in kwargs:
         return faust.SSLCredentials(kwargs["ssl_context"])
     return None
+
+
+def _seek_to_committed_zero_too() -> None:
+    """aiokafka 0.14's ``seek_to_committed`` skips a partition whose committed offset is 0
+    (``if offset and offset > 0``). faust calls it after every rebalance to re-read what it
+    fetched while recovering and dropped; on a partition still at offset 0 those records
+    were skipped for good (products lost after a broker restart; tests/test_failures.py).
+    ``ensure_topics`` commits the log start where a partition has no offset yet, so each
+    input partition has one for this to seek to."""
+    original = aiokafka.AIOKafkaConsumer.seek_to_committed
+    if getattr(original, "tailor_patched", False):
+        return
+
+    async def seek_to_committed(self: aiokafka.AIOKafkaConsumer, *partitions: Any) -> dict[Any, int | None]:
+        committed = await original(self, *partitions)
+        for tp, offset in committed.items():
+            if offset == 0:
+                self._fetcher.seek_to(tp, 0)  # noqa: SLF001 - what the original does for offset > 0
+        return committed
+
+    seek_to_committed.tailor_patched = True  # type: ignore[attr-defined]
+    aiokafka.AIOKafkaConsumer.seek_to_committed = seek_to_committed  # type: ignore[method-assign]
+
+
+_seek_to_committed_zero_too()
 
 
 def create_app(settings: Settings) -> faust.App:

@@ -18,8 +18,9 @@ import time
 from pathlib import Path
 from types import TracebackType
 
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
 from consumers.kafka import client_kwargs
 from schemas import topics
@@ -146,6 +147,36 @@ async def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> None:
             log.info("created topics: %s", ", ".join(t.name for t in new))
     finally:
         await admin.close()
+    await init_group_offsets(settings)
+
+
+# The topics the worker's consumer group reads (faust commits offsets for these).
+GROUP_TOPICS = (topics.PRODUCTS_CREATED, topics.PRODUCTS_REENRICH, topics.INTERACTIONS, topics.RECOMMEND_REQUESTS)
+
+
+async def init_group_offsets(settings: Settings) -> None:
+    """Commit the log start as the worker group's offset of every input partition that
+    has none (the same place ``auto_offset_reset=earliest`` starts from).
+
+    After a rebalance faust drops the records it fetched but had not handed to an agent yet
+    and seeks to the committed offsets. A partition with no committed offset is not moved,
+    so the dropped records are skipped for good, and faust's commits for it stop behind the
+    gap. A rebalance before the first commit (a broker restart or a second worker joining
+    while the first batch is in flight) lost products that way; tests/test_failures.py."""
+    consumer = AIOKafkaConsumer(**client_kwargs(settings), group_id=settings.app_id, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        parts = [TopicPartition(t.name, p) for t in GROUP_TOPICS for p in range(t.partitions)]
+        missing = [tp for tp in parts if await consumer.committed(tp) is None]
+        if missing:
+            consumer.assign(missing)
+            starts = await consumer.beginning_offsets(missing)
+            await consumer.commit({tp: starts[tp] for tp in missing})
+            log.info("initialised offsets of group %s on %d partitions", settings.app_id, len(missing))
+    except KafkaError as exc:  # e.g. the group has live members already: they commit themselves
+        log.warning("could not initialise offsets of group %s: %s", settings.app_id, exc)
+    finally:
+        await consumer.stop()
 
 
 class EmbeddedRuntime:

@@ -3,10 +3,49 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from prometheus_client import start_http_server
 
 from schemas.settings import Settings
+
+
+def _secret_forms(settings: Settings) -> list[str]:
+    secrets = (settings.kafka_sasl_password, settings.openai_api_key, settings.milvus_token)
+    forms: set[str] = set()
+    for value in (s.get_secret_value() for s in secrets if s is not None):
+        forms |= {value, repr(value.encode())[2:-1]}  # as text and as logged bytes
+        if ":" in value:  # a Milvus "user:password" token: the password alone too
+            forms.add(value.split(":", 1)[1])
+    return sorted((f for f in forms if len(f) >= 4), key=len, reverse=True)
+
+
+def redact_secrets(settings: Settings) -> None:
+    """Mask the configured secrets in every log record, from any library and for every
+    handler: aiokafka's DEBUG log of the SASL PLAIN handshake carries the password."""
+    secrets = _secret_forms(settings)
+    if not secrets:
+        return
+    make = logging.getLogRecordFactory()
+
+    def mask(text: str) -> str:
+        for secret in secrets:
+            text = text.replace(secret, "***")
+        return text
+
+    def record_factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = make(*args, **kwargs)
+        try:
+            text = record.getMessage()
+            if any(s in text for s in secrets):
+                record.msg, record.args = mask(text), None
+            if record.exc_info:
+                record.exc_text = mask(logging.Formatter().formatException(record.exc_info))
+        except Exception:  # noqa: BLE001 - a record that cannot be formatted is logging's to report
+            pass
+        return record
+
+    logging.setLogRecordFactory(record_factory)
 
 
 def run_worker(settings: Settings, metrics_port: int = 0) -> None:
@@ -17,6 +56,7 @@ def run_worker(settings: Settings, metrics_port: int = 0) -> None:
     from streams.services import build
 
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    redact_secrets(settings)
     agents.services = build(settings)
     if metrics_port:
         start_http_server(metrics_port)
