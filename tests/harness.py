@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.protocol.group import LeaveGroupRequest
 
 from consumers.kafka import client_kwargs
 from consumers.recommend_client import RecommendClient
@@ -87,6 +89,63 @@ class Stack:
                 self.worker.kill()
                 self.worker.wait()
         self.worker = None
+
+    async def kill_worker(self) -> None:
+        """SIGKILL the worker: no clean shutdown, no final commit, no producer flush, no
+        LeaveGroup. Then expire its group membership, as Kafka's coordinator would."""
+        assert self.worker is not None
+        self.worker.kill()
+        await asyncio.to_thread(self.worker.wait)
+        self.worker = None
+        await self.expire_members()
+
+    async def expire_members(self) -> None:
+        """Remove every member of the worker's consumer group (call it only while no worker runs).
+
+        Kafka expires a member whose heartbeats stop after ``session.timeout.ms`` (faust:
+        30 s). noida-db 0.2.3 never does: a SIGKILLed member stays in the group, is elected
+        leader of the next generation and never sends its SyncGroup, so a restarted worker
+        waits for its assignment forever. The harness does the coordinator's part at once
+        with the LeaveGroup the dead member can no longer send."""
+        admin = AIOKafkaAdminClient(**client_kwargs(self.settings))
+        await admin.start()
+        try:
+            node = await admin.find_coordinator(self.settings.app_id)
+            (described,) = await admin.describe_consumer_groups([self.settings.app_id], group_coordinator_id=node)
+            for group in described.groups:
+                for member in group[5]:
+                    await admin._send_request(LeaveGroupRequest(self.settings.app_id, member[0]), node)  # noqa: SLF001
+        finally:
+            await admin.close()
+
+    async def committed(self, topic: str, partitions: int) -> dict[int, int]:
+        """The worker group's committed offset per partition (the next offset it will read;
+        0 where it has committed nothing, as it then reads from the start)."""
+        admin = AIOKafkaAdminClient(**client_kwargs(self.settings))
+        await admin.start()
+        try:
+            offsets = await admin.list_consumer_group_offsets(
+                self.settings.app_id, partitions=[TopicPartition(topic, p) for p in range(partitions)]
+            )
+            return {tp.partition: max(meta.offset, 0) for tp, meta in offsets.items()}
+        finally:
+            await admin.close()
+
+    async def end_offsets(self, topic: str, partitions: int) -> dict[int, int]:
+        consumer = AIOKafkaConsumer(**client_kwargs(self.settings), group_id=None)
+        await consumer.start()
+        try:
+            ends = await consumer.end_offsets([TopicPartition(topic, p) for p in range(partitions)])
+            return {tp.partition: off for tp, off in ends.items()}
+        finally:
+            await consumer.stop()
+
+    def restart_child(self, child: ChildProcess, port: int, down_s: float = 0.0) -> None:
+        """Stop a server (SIGTERM) and start it again on the same port and data dir."""
+        child.stop()
+        time.sleep(down_s)
+        child.start()
+        child.wait_port(port, 60)
 
     def worker_log(self) -> str:
         return (self.root / "logs" / "worker.log").read_text(errors="replace")
