@@ -281,16 +281,14 @@ async def publish_until_acked(send: Callable[[], Awaitable[Any]]) -> None:
 
 
 @pytest.mark.timeout(150)
-async def test_broker_restart_while_producing_loses_nothing(fresh) -> None:
+@pytest.mark.parametrize("in_flight", [False, True], ids=["worker-idle", "products-in-flight"])
+async def test_broker_restart_while_producing_loses_nothing(fresh, in_flight: bool) -> None:
     """The broker is stopped (SIGTERM) and started again on the same port and data dir while
     the shop goes on producing (its sends fail or wait, and are retried until acked) and
-    requests are asked.
-
-    Scope: the worker is idle when the broker goes down. With a product batch in flight
-    across the restart, products were skipped (faust's take_events handed the agent one event
-    twice and not another; noida-db 0.2.3 also starts group generations at 1 again after a
-    restart, which defeats faust's check for events fetched before a rebalance). Reported,
-    not covered here."""
+    requests are asked; either with the worker idle, or right after a burst of products, so
+    the worker is in the middle of them when the broker goes. (With faust's take_events
+    batching, the in-flight case lost products: one event was handed over twice and its
+    neighbour skipped; the product agent now takes events one at a time.)"""
     stack = await fresh(TAILOR_RULES_ZERO_SHOT="false")  # enrichment quality is not under test here
     assert stack.worker is not None
     pid = stack.worker.pid
@@ -306,13 +304,19 @@ async def test_broker_restart_while_producing_loses_nothing(fresh) -> None:
                 await publish_until_acked(lambda i=i: shop.publish_interaction(clicks[i]))
                 await asyncio.sleep(0.02)
 
-        await publish(range(40))
-        await enriched_ids(stack, lambda got: {p.product_id for p in products[:40]} <= got.keys(), timeout_s=60)
-        for spec in (topics.PRODUCTS_CREATED, topics.INTERACTIONS):  # idle, its offsets committed
-            deadline = time.monotonic() + 20
-            while await stack.committed(spec.name, spec.partitions) != await stack.end_offsets(spec.name, 4):
-                assert time.monotonic() < deadline, f"{spec.name}: offsets never committed"
-                await asyncio.sleep(0.2)
+        if in_flight:  # a burst, and the broker goes while the worker works through it
+            for i in range(40):
+                await shop.publish_product(products[i])
+                await shop.publish_interaction(clicks[i])
+            await shop.flush()
+        else:
+            await publish(range(40))
+            await enriched_ids(stack, lambda got: {p.product_id for p in products[:40]} <= got.keys(), timeout_s=60)
+            for spec in (topics.PRODUCTS_CREATED, topics.INTERACTIONS):  # idle, its offsets committed
+                deadline = time.monotonic() + 20
+                while await stack.committed(spec.name, spec.partitions) != await stack.end_offsets(spec.name, 4):
+                    assert time.monotonic() < deadline, f"{spec.name}: offsets never committed"
+                    await asyncio.sleep(0.2)
 
         await asyncio.to_thread(stack.broker.stop)
         requests = Requests(client, users, timeout_s=5)
