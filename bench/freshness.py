@@ -1,15 +1,20 @@
 """Freshness: how soon a newly published product is usable, in a running system.
 
     python -m bench.freshness [--items 100000] [--products 200] [--rate 4] [--zero-shot both]
-                              [--models DIR] [--k 20] [--history 8] [--poll-ms 50]
+                              [--models DIR] [--k 10] [--history 2] [--poll-ms 50]
 
 Starts a real noida-db broker, an embedded Milvus and the real worker (``tailor worker``,
 ``TAILOR_ENRICHER=rules``) on free ports in a temp dir. The ``--items`` catalog is seeded
 directly, not through Kafka (synthetic products of the sample's generator family, embedded
 with the worker's own ``ItemEncoder`` in batches and upserted into its Milvus collection).
-One made-up user per new product clicks the ``--history`` catalog items nearest to that
-product (its expected vector, computed in this process), so the new product should rank
-high for them. Then ``--products`` new products (no RE attributes: the worker must enrich
+One made-up user per new product clicked the ``--history`` catalog items nearest to it and
+then its *twin*: a catalog item with the same content under another id (last season's
+listing; enriched here as the worker will enrich the new product, so it has the same
+vector; seeded with the catalog), which the user clicked, carted and bought last. The twin
+is seen, hence excluded, and the new product is the one unseen item as close to the
+user's vector as the twin, however dense the near-duplicates around it (100k synthetic
+items are): the reply time measures freshness, not ranking quality. Then
+``--products`` new products (no RE attributes: the worker must enrich
 them) are published via ``TailorProducer`` at ``--rate`` per second, and for each we time
 publish (before the send) ->
 
@@ -47,12 +52,14 @@ from consumers.enrichment import RulesEnricher
 from consumers.kafka import client_kwargs
 from consumers.producer import TailorProducer
 from consumers.recommend_client import RecommendClient, RecommendTimeout
+from models import registry
 from schemas import topics
 from schemas.events import Interaction, ProductCreated, ProductEnriched
 from schemas.limits import MAX_K
 from streams.products import to_enriched
 
 GOAL_MS = 1000.0
+NEW_ID = 20_000_001  # above the catalog's ids (bench.synth.FIRST_ID + 100k and more)
 
 
 async def enriched_times(system: System, wanted: set[int]) -> dict[int, float]:
@@ -80,29 +87,52 @@ async def enriched_times(system: System, wanted: set[int]) -> dict[int, float]:
         await consumer.stop()
 
 
-def matching_users(system: System, new: list[ProductCreated], history: int, zero_shot: bool) -> dict[int, list[int]]:
-    """Per new product, the catalog items nearest to its expected vector (enriched and
-    embedded in this process as the worker will: same rules enricher mode, same model and
-    RE vocabulary): its user's clicks, nearest last (the newest click weighs most)."""
-    services = system.build_services()
+TWIN_OFFSET = 50_000_000  # a twin's id = its new product's id + this
+
+
+def twins(new: list[ProductCreated], zero_shot: bool, version: str) -> list[ProductEnriched]:
+    """Per new product, a catalog item with the same content under another id (last season's
+    listing of it), enriched as the worker will enrich the new one (same rules enricher
+    mode): the same vector. Seeded with the catalog."""
     enricher = RulesEnricher(zero_shot=zero_shot)
-    enriched = [
-        to_enriched(p, e, version=services.encoder.version) for p, e in zip(new, enricher.enrich_now(new), strict=True)
+    found = enricher.enrich_now(new)
+    return [
+        to_enriched(p.model_copy(update={"product_id": p.product_id + TWIN_OFFSET}), e, version=version)
+        for p, e in zip(new, found, strict=True)
     ]
-    vectors = services.encoder.encode_growing(enriched)
-    found = services.store.search_many(vectors, history)
-    return {p.product_id: [h.product_id for h in hits][::-1] for p, hits in zip(new, found, strict=True)}
 
 
-async def publish_histories(system: System, histories: dict[str, list[int]]) -> None:
-    """Publish the users' clicks and wait until the worker has applied them all."""
+Event = tuple[int, str]  # (product_id, kind)
+
+
+def matching_users(system: System, catalog: Catalog, new: list[ProductCreated], history: int) -> dict[int, list[Event]]:
+    """Per new product, its user's history: clicks on the ``history`` catalog items nearest
+    to it, then its twin clicked, carted and bought (the newest and heaviest events). The
+    twin is seen, so excluded from replies, and the new product is then the one unseen item
+    as close as the twin to the user's vector, however dense the near-duplicates around it:
+    the reply measures freshness, not ranking quality."""
+    index = {int(pid): i for i, pid in enumerate(catalog.ids)}
+    twin_vectors = catalog.vectors[[index[p.product_id + TWIN_OFFSET] for p in new]]
+    found = system.build_services().store.search_many(twin_vectors, history + 1)
+    users = {}
+    for p, hits in zip(new, found, strict=True):
+        twin = p.product_id + TWIN_OFFSET
+        near = [h.product_id for h in hits if h.product_id != twin][:history]
+        users[p.product_id] = [(pid, "click") for pid in near[::-1]] + [
+            (twin, k) for k in ("click", "cart", "purchase")
+        ]
+    return users
+
+
+async def publish_histories(system: System, histories: dict[str, list[Event]]) -> None:
+    """Publish the users' events and wait until the worker has applied them all."""
     topic = topics.INTERACTIONS.name
     before = system.events_ok(topic)
     start = datetime.now(UTC) - timedelta(hours=1)
     events = [
-        Interaction(event_id=f"{user}-{i}", user_id=user, product_id=pid, ts=start + timedelta(seconds=i))
-        for user, pids in histories.items()
-        for i, pid in enumerate(pids)
+        Interaction(event_id=f"{user}-{i}", user_id=user, product_id=pid, kind=kind, ts=start + timedelta(seconds=i))
+        for user, history in histories.items()
+        for i, (pid, kind) in enumerate(history)
     ]
     async with TailorProducer(system.settings) as producer:
         for i in range(0, len(events), 500):
@@ -110,7 +140,7 @@ async def publish_histories(system: System, histories: dict[str, list[int]]) -> 
     deadline = time.monotonic() + 120
     while system.events_ok(topic) < before + len(events):
         if time.monotonic() > deadline:
-            raise TimeoutError("the worker did not apply the users' clicks in 120 s")
+            raise TimeoutError("the worker did not apply the users' events in 120 s")
         await asyncio.sleep(0.2)
 
 
@@ -151,7 +181,7 @@ async def measure(
             return
         while time.perf_counter() < deadline:
             try:
-                reply = await client.recommend(users[pid], k=args.k)
+                reply = await client.recommend(users[pid], k=args.k, diversity_lambda=args.diversity)
             except RecommendTimeout:
                 continue
             ranks = [i for i, it in enumerate(reply.items, 1) if it.product_id == pid]
@@ -180,7 +210,7 @@ async def measure(
         missed: dict[int, int | str | None] = {}
         for pid in set(in_milvus) - set(in_reply):
             try:
-                reply = await client.recommend(users[pid], k=MAX_K)
+                reply = await client.recommend(users[pid], k=MAX_K, diversity_lambda=args.diversity)
             except RecommendTimeout:
                 missed[pid] = "timeout"
                 continue
@@ -227,16 +257,16 @@ def baselines(system: System, n: int, first_id: int) -> dict[str, list[float]]:
     return {"milvus": milvus_alone, "in_process": in_process}
 
 
-def run_mode(system: System, catalog: Catalog, zero_shot: bool, run: int, args: argparse.Namespace) -> dict[str, Any]:
+def run_mode(
+    system: System, catalog: Catalog, zero_shot: bool, new: list[ProductCreated], args: argparse.Namespace
+) -> dict[str, Any]:
     label = "rules, zero-shot on" if zero_shot else "rules, zero-shot off"
     system.stop_worker()
     startup = system.start_worker(TAILOR_RULES_ZERO_SHOT=str(zero_shot).lower())
     console.print(f"[bold]{label}[/]: worker ready in {startup:.1f}s")
-    first_id = int(catalog.ids.max()) + 1_000 + run * 100_000
-    new = list(synth.products(args.products, seed=1000 + run, first_id=first_id))
-    neighbours = matching_users(system, [synth.without_re(p) for p in new], args.history, zero_shot)
-    users = {pid: f"fresh-r{run}-{pid}" for pid in neighbours}
-    asyncio.run(publish_histories(system, {users[pid]: hist for pid, hist in neighbours.items()}))
+    histories = matching_users(system, catalog, new, args.history)
+    users = {pid: f"fresh-{label[-3:].strip()}-{pid}" for pid in histories}
+    asyncio.run(publish_histories(system, {users[pid]: hist for pid, hist in histories.items()}))
     console.print(f"  {len(users)} users' clicks applied; publishing {len(new)} products at {args.rate}/s")
     result = asyncio.run(measure(system, new, users, args))
     result["label"] = label  # type: ignore[assignment]
@@ -249,8 +279,9 @@ def main() -> None:
     ap.add_argument("--products", type=int, default=200, help="new products published")
     ap.add_argument("--rate", type=float, default=4.0, help="new products per second")
     ap.add_argument("--zero-shot", choices=["on", "off", "both"], default="both")
-    ap.add_argument("--k", type=int, default=20, help="reply length the new product must appear in")
-    ap.add_argument("--history", type=int, default=8, help="clicks of each matching user")
+    ap.add_argument("--k", type=int, default=10, help="reply length the new product must appear in")
+    ap.add_argument("--history", type=int, default=2, help="similar items each matching user clicked before")
+    ap.add_argument("--diversity", type=float, default=0.8, help="the requests' diversity_lambda (their default)")
     ap.add_argument("--poll-ms", type=float, default=50.0, help="pause between a user's requests")
     ap.add_argument("--timeout", type=float, default=15.0, help="seconds before a product counts as missed")
     ap.add_argument("--baseline", type=int, default=50, help="samples of each baseline")
@@ -259,12 +290,22 @@ def main() -> None:
     args = ap.parse_args()
     models = ensure_model(args.models)
     modes = {"on": [True], "off": [False], "both": [True, False]}[args.zero_shot]
+    version = registry.latest_version(models) or ""
+    # New products per mode (no RE: the worker enriches them), and their twins in the catalog.
+    news = [
+        [synth.without_re(p) for p in synth.products(args.products, seed=1000 + i, first_id=NEW_ID + i * 100_000)]
+        for i in range(len(modes))
+    ]
+    extra = [t for zs, new in zip(modes, news, strict=True) for t in twins(new, zs, version)]
     with running(models, keep=args.keep) as system:
-        catalog = system.seed_catalog(args.items)
-        console.print(f"seeded {len(catalog.ids):,} items directly into Milvus in {catalog.seconds:.0f}s")
-        results = [run_mode(system, catalog, zs, i, args) for i, zs in enumerate(modes)]
+        catalog = system.seed_catalog(args.items, extra=extra)
+        console.print(
+            f"seeded {args.items:,} catalog items + {len(extra)} twins of the new products directly into Milvus "
+            f"in {catalog.seconds:.0f}s"
+        )
+        results = [run_mode(system, catalog, zs, new, args) for zs, new in zip(modes, news, strict=True)]
         system.stop_worker()
-        base = baselines(system, args.baseline, int(catalog.ids.max()) + 900_000)
+        base = baselines(system, args.baseline, 90_000_001)
         system_zero_shot = system.settings.rules_zero_shot
     base_rows = [
         {"row": "baseline: Milvus alone, upsert 1 row -> get finds it", "enricher": "-", **stats(base["milvus"])},
@@ -299,9 +340,10 @@ def main() -> None:
             "-" if row["row"].startswith("baseline") else ("yes" if row.get("p99_ms", 1e9) <= GOAL_MS else "NO")
         )
     title = (
-        f"Freshness: {len(catalog.ids):,}-item catalog (seeded directly into Milvus), {args.products} new products "
-        f"(no RE: enriched by the worker) at {args.rate:g}/s, users of {args.history} nearest clicks, "
-        f"reply polled every {args.poll_ms:g} ms; x_ = ratio to Milvus alone"
+        f"Freshness: {args.items:,}-item catalog + twins (seeded directly into Milvus), {args.products} new products "
+        f"(no RE: enriched by the worker) at {args.rate:g}/s, users: {args.history} nearest + twin bought, "
+        f"top-{args.k} replies (diversity_lambda {args.diversity:g}) polled every {args.poll_ms:g} ms once in Milvus; "
+        "x_ = ratio to Milvus alone"
     )
     emit("freshness", title, rows)
     plot_latency("freshness", title, series, GOAL_MS)

@@ -2,7 +2,11 @@
 (``streams/sample/make_catalog.py``): every product is drawn from one garment archetype,
 so title, description, STD values, measurements and RE values agree, as in the sample.
 
-Titles repeat at this scale (the sample keeps them unique only for 200 products).
+The archetypes allow only ~670 distinct titles, and the item tower does not see the
+jittered measurements, so at 100k items most vectors would repeat exactly (~3k distinct):
+every exact duplicate ties in any top-k. Each product's title therefore starts with a
+made-up product-line name ("Kalo", "Mira", ...; 5,625 of them), as a shop names its lines;
+``lines=False`` leaves the sample's titles as they are.
 """
 
 from __future__ import annotations
@@ -15,10 +19,17 @@ from schemas.events import ProductCreated, ProductEnriched
 from streams.products import to_enriched
 from streams.sample import make_catalog as gen
 
-FIRST_ID = 10_000_001  # far above the sample's ids (100001..) and the H&M / kfashion ids used elsewhere
+FIRST_ID = 10_000_001
+_ONSETS = ("b", "d", "f", "k", "l", "m", "n", "r", "s", "t", "v", "z", "br", "st", "tr")
+SYLLABLES = [o + v for o in _ONSETS for v in "aeiou"]
+LINES = [
+    (a + b).capitalize() for a in SYLLABLES for b in SYLLABLES
+]  # far above the sample's ids (100001..) and the H&M / kfashion ids used elsewhere
 
 
-def products(n: int, seed: int = 0, first_id: int = FIRST_ID, with_re: float = 1.0) -> Iterator[ProductCreated]:
+def products(
+    n: int, seed: int = 0, first_id: int = FIRST_ID, with_re: float = 1.0, lines: bool = True
+) -> Iterator[ProductCreated]:
     """``n`` products; a share ``with_re`` of them carry RE attributes (the rest must be
     enriched, as 30% of the sample must)."""
     rng = random.Random(seed)
@@ -38,6 +49,8 @@ def products(n: int, seed: int = 0, first_id: int = FIRST_ID, with_re: float = 1
             rng.choice(arch["colors"]),
             rng.random() < with_re,
         )
+        if lines:
+            product["title"] = f"{rng.choice(LINES)} {product['title']}"
         yield ProductCreated.model_validate(product)
 
 

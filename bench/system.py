@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import os
 import re
 import signal
@@ -34,6 +35,7 @@ from bench.report import RESULTS, console
 from consumers.recommend_client import RecommendClient
 from consumers.vector_store import ItemRow, VectorStore
 from models import registry
+from schemas.events import ProductEnriched
 from schemas.settings import Settings
 from streams.runtime import ChildProcess, broker_process, ensure_topics, free_port, milvus_process
 
@@ -216,40 +218,40 @@ class System:
             self.services = build(self.settings)
         return self.services
 
-    def seed_catalog(self, n: int, seed: int = 0) -> Catalog:
-        """``n`` synthetic products (all with RE, so nothing to enrich) embedded with the
-        worker's encoder and upserted straight into its collection. Call before the worker
-        starts: the RE terms they add go to the worker's runtime vocabulary file; afterwards
-        the benchmark's encoder grows its vocabulary in memory only."""
+    def seed_catalog(self, n: int, seed: int = 0, extra: Sequence[ProductEnriched] = ()) -> Catalog:
+        """``n`` synthetic products (all with RE, so nothing to enrich), then ``extra``,
+        embedded with the worker's encoder and upserted straight into its collection. Call
+        before the worker starts: the RE terms they add go to the worker's runtime vocabulary
+        file; afterwards the benchmark's encoder grows its vocabulary in memory only."""
         t0 = time.perf_counter()
         services = self.build_services()
         encoder, store = services.encoder, services.store
         ids, vecs, fines = [], [], []
-        batch: list = []
-        for i, product in enumerate(synth.products(n, seed), 1):
-            batch.append(synth.as_enriched(product))
-            if len(batch) == SEED_BATCH or i == n:
-                vectors = encoder.encode_growing(batch)
-                store.upsert(
-                    [
-                        ItemRow(
-                            product_id=e.product_id,
-                            vector=v.tolist(),
-                            title=e.title[:300],
-                            coarse=e.coarse,
-                            fine=e.fine,
-                            gender=e.gender,
-                            price=e.price or 0.0,
-                            model_version=e.model_version or encoder.version,
-                        )
-                        for e, v in zip(batch, vectors, strict=True)
-                    ]
-                )
-                ids.extend(e.product_id for e in batch)
-                fines.extend(e.fine for e in batch)
-                vecs.append(vectors)
-                batch = []
-                console.print(f"[dim]seeded {i:,}/{n:,} items ({time.perf_counter() - t0:.0f}s)", end="\r")
+        items = itertools.chain((synth.as_enriched(p) for p in synth.products(n, seed)), extra)
+        total = n + len(extra)
+        for start in range(0, total, SEED_BATCH):
+            batch = list(itertools.islice(items, SEED_BATCH))
+            vectors = encoder.encode_growing(batch)
+            store.upsert(
+                [
+                    ItemRow(
+                        product_id=e.product_id,
+                        vector=v.tolist(),
+                        title=e.title[:300],
+                        coarse=e.coarse,
+                        fine=e.fine,
+                        gender=e.gender,
+                        price=e.price or 0.0,
+                        model_version=e.model_version or encoder.version,
+                    )
+                    for e, v in zip(batch, vectors, strict=True)
+                ]
+            )
+            ids.extend(e.product_id for e in batch)
+            fines.extend(e.fine for e in batch)
+            vecs.append(vectors)
+            done = start + len(batch)
+            console.print(f"[dim]seeded {done:,}/{total:,} items ({time.perf_counter() - t0:.0f}s)", end="\r")
         store.client.flush(store.collection)
         encoder.re_vocab.path = None  # the worker owns the file from now on
         console.print()
