@@ -15,10 +15,12 @@ is seen, hence excluded, and the new product is the one unseen item as close to 
 user's vector as the twin, however dense the near-duplicates around it (100k synthetic
 items are): the reply time measures freshness, not ranking quality. Then
 ``--products`` new products (no RE attributes: the worker must enrich
-them) are published via ``TailorProducer`` at ``--rate`` per second, and for each we time
+them) are published via ``TailorProducer`` at ``--rate`` per second (after ``--warmup``
+products, not measured), and for each we time
 publish (before the send) ->
 
-  * in Milvus: found by ``get`` on its id (polled every few ms from another client);
+  * in Milvus: found by ``get`` on its id (all pending ids in one call every
+    ``--milvus-poll-ms`` from another client: a ``get`` costs Milvus ~15 ms at 100k rows);
   * ProductEnriched: the timestamp of the worker's event about it on
     ``tailor.products.enriched`` (read after the run; sent after the Milvus upsert);
   * in a reply: first ``RecommendClient`` reply (top-``--k``) for its user that contains it
@@ -169,7 +171,7 @@ async def measure(
                         in_milvus[pid] = now
                         pending.discard(pid)
                         found[pid].set()
-            await asyncio.sleep(0.01)
+            await asyncio.sleep(args.milvus_poll_ms / 1000)
 
     async def watch_reply(client: RecommendClient, pid: int, t0: float) -> None:
         # No reply can hold it before it is in Milvus: polling from then on keeps the load
@@ -223,11 +225,13 @@ async def measure(
     def since(marks: dict[int, float]) -> dict[int, float]:
         return {pid: (t - published[pid]) * 1000 for pid, t in marks.items() if pid in published}
 
+    first = min(published.values(), default=0.0)
     return {
         "milvus": since(in_milvus),
         "enriched": {pid: (t - wall[pid]) * 1000 for pid, t in enriched.items()},
         "reply": since(in_reply),
         "rank": rank,
+        "published": {pid: t - first for pid, t in published.items()},
     }
 
 
@@ -257,6 +261,25 @@ def baselines(system: System, n: int, first_id: int) -> dict[str, list[float]]:
     return {"milvus": milvus_alone, "in_process": in_process}
 
 
+async def warm_up(system: System, products: list[ProductCreated], rate: float, timeout_s: float = 120) -> None:
+    """Products through the worker before measuring (its first batches are slow: lazy
+    initialisation, first RE terms), until all are in Milvus."""
+    store = system.store()
+    try:
+        async with TailorProducer(system.settings) as producer:
+            for product in products:
+                await producer.publish_product(product)
+                await asyncio.sleep(1 / rate)
+        deadline = time.monotonic() + timeout_s
+        ids = [p.product_id for p in products]
+        while len(await asyncio.to_thread(store.get, ids, False)) < len(ids):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"warm-up products not in Milvus after {timeout_s}s")
+            await asyncio.sleep(0.1)
+    finally:
+        store.close()
+
+
 def run_mode(
     system: System, catalog: Catalog, zero_shot: bool, new: list[ProductCreated], args: argparse.Namespace
 ) -> dict[str, Any]:
@@ -267,6 +290,10 @@ def run_mode(
     histories = matching_users(system, catalog, new, args.history)
     users = {pid: f"fresh-{label[-3:].strip()}-{pid}" for pid in histories}
     asyncio.run(publish_histories(system, {users[pid]: hist for pid, hist in histories.items()}))
+    if args.warmup:
+        first = new[0].product_id + 50_000
+        warm = [synth.without_re(p) for p in synth.products(args.warmup, seed=new[0].product_id, first_id=first)]
+        asyncio.run(warm_up(system, warm, args.rate))
     console.print(f"  {len(users)} users' clicks applied; publishing {len(new)} products at {args.rate}/s")
     result = asyncio.run(measure(system, new, users, args))
     result["label"] = label  # type: ignore[assignment]
@@ -283,8 +310,10 @@ def main() -> None:
     ap.add_argument("--history", type=int, default=2, help="similar items each matching user clicked before")
     ap.add_argument("--diversity", type=float, default=0.8, help="the requests' diversity_lambda (their default)")
     ap.add_argument("--poll-ms", type=float, default=50.0, help="pause between a user's requests")
+    ap.add_argument("--milvus-poll-ms", type=float, default=25.0, help="pause between Milvus get polls")
     ap.add_argument("--timeout", type=float, default=15.0, help="seconds before a product counts as missed")
     ap.add_argument("--baseline", type=int, default=50, help="samples of each baseline")
+    ap.add_argument("--warmup", type=int, default=10, help="products through the worker before measuring")
     ap.add_argument("--models", type=Path, help="model dir (LATEST); default TAILOR_MODEL_DIR or train on sample")
     ap.add_argument("--keep", action="store_true", help="keep the temp data dir (logs)")
     args = ap.parse_args()
@@ -317,6 +346,7 @@ def main() -> None:
     ]
     rows: list[dict[str, Any]] = []
     series: dict[str, list[float]] = {}
+    timeline: dict[str, list[tuple[float, float]]] = {}
     names = {
         "milvus": "publish -> in Milvus (get by id)",
         "enriched": "publish -> ProductEnriched on Kafka",
@@ -331,6 +361,8 @@ def main() -> None:
             rows.append(row)
             if key != "enriched":
                 series[f"{name} [{res['label']}]"] = values
+                at = res["published"]
+                timeline[f"{key} [{res['label']}]"] = [(at[pid], ms) for pid, ms in res[key].items() if pid in at]
     series["baseline: Milvus alone"] = base["milvus"]
     series["baseline: in process (no Kafka)"] = base["in_process"]
     rows += base_rows
@@ -346,7 +378,7 @@ def main() -> None:
         "x_ = ratio to Milvus alone"
     )
     emit("freshness", title, rows)
-    plot_latency("freshness", title, series, GOAL_MS)
+    plot_latency("freshness", title, series, GOAL_MS, timeline)
 
 
 if __name__ == "__main__":

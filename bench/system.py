@@ -259,9 +259,37 @@ class System:
         return Catalog(np.asarray(ids, dtype=np.int64), vectors, fines, time.perf_counter() - t0)
 
 
+def quiet_idle_fetches(backoff_s: float = 0.002) -> None:
+    """In this benchmark process only (the worker is not touched): an aiokafka consumer
+    waits ``backoff_s`` after a fetch that brought no records. noida-db answers an empty
+    fetch at once instead of holding it for ``fetch_max_wait_ms``, so an idle aiokafka
+    consumer sends ~5,000 fetches/s and burns ~80% of a core (measured): the benchmark's
+    own RecommendClient would take that from the worker on a 2-core machine. With 2 ms:
+    ~390 fetches/s, ~12% of a core, ~1-2 ms more per reply."""
+    from aiokafka.consumer import fetcher
+
+    original = fetcher.Fetcher._proc_fetch_request  # noqa: SLF001
+    if getattr(original, "bench_backoff", False):
+        return
+
+    async def proc_fetch_request(self: Any, assignment: Any, node_id: Any, request: Any) -> bool:
+        got = await original(self, assignment, node_id, request)
+        if not got:
+            try:
+                await asyncio.sleep(backoff_s)
+            except asyncio.CancelledError:  # closing: as the original, a cancelled fetch yields nothing
+                return False
+        return got
+
+    proc_fetch_request.bench_backoff = True  # type: ignore[attr-defined]
+    fetcher.Fetcher._proc_fetch_request = proc_fetch_request  # type: ignore[method-assign]  # noqa: SLF001
+
+
 @contextlib.contextmanager
 def running(models: Path, keep: bool = False, **env: str) -> Iterator[System]:
-    """Servers started (no worker yet) in a temp dir; everything stopped on exit."""
+    """Servers started (no worker yet) in a temp dir; everything stopped on exit. The
+    benchmark's own Kafka consumers stop spinning on empty fetches (``quiet_idle_fetches``)."""
+    quiet_idle_fetches()
     tmp = Path(tempfile.mkdtemp(prefix="tailor-bench-"))
     system = System(tmp, models, dict(env))
     try:
@@ -328,14 +356,23 @@ def ratios(rows: list[dict[str, Any]], baseline: dict[str, Any], keys: Sequence[
                 row[f"x_{k.removesuffix('_ms')}"] = row[k] / baseline[k]
 
 
-def plot_latency(name: str, title: str, series: dict[str, Sequence[float]], goal_ms: float | None = None) -> Path:
-    """CDF (log x) and histogram of each latency series; ``bench/results/<name>.png``."""
+def plot_latency(
+    name: str,
+    title: str,
+    series: dict[str, Sequence[float]],
+    goal_ms: float | None = None,
+    timeline: dict[str, Sequence[tuple[float, float]]] | None = None,
+) -> Path:
+    """CDF (log x) and histogram of each latency series, and with ``timeline`` (label ->
+    (seconds since start, ms) points) latency over the run; ``bench/results/<name>.png``."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax_cdf, ax_hist) = plt.subplots(1, 2, figsize=(13, 4.8))
+    panels = 3 if timeline else 2
+    fig, axes = plt.subplots(1, panels, figsize=(6.5 * panels, 4.8))
+    ax_cdf, ax_hist = axes[0], axes[1]
     positive = [np.asarray(v, dtype=np.float64) for v in series.values() if len(v)]
     lo = max(min(float(v.min()) for v in positive), 1e-3) if positive else 1e-3
     hi = max(float(v.max()) for v in positive) if positive else 1.0
@@ -355,9 +392,22 @@ def plot_latency(name: str, title: str, series: dict[str, Sequence[float]], goal
     ax_cdf.set_ylabel("share of samples ≤ x")
     ax_cdf.axhline(0.99, color="gray", linewidth=0.6)
     ax_hist.set_ylabel("samples")
-    ax_cdf.legend(fontsize=8, loc="lower right")
-    ax_hist.legend(fontsize=8)
-    fig.suptitle("\n".join(textwrap.wrap(title, 160)), fontsize=9)
+    ax_cdf.legend(fontsize=7, loc="lower right")
+    ax_hist.legend(fontsize=7)
+    if timeline:
+        ax_time = axes[2]
+        for label, points in timeline.items():
+            if points:
+                t, ms = zip(*sorted(points), strict=True)
+                ax_time.plot(t, ms, ".", markersize=3, label=label)
+        if goal_ms:
+            ax_time.axhline(goal_ms, color="red", linestyle="--", linewidth=1)
+        ax_time.set_yscale("log")
+        ax_time.set_xlabel("seconds since the first event of its run")
+        ax_time.set_ylabel("latency (ms, log scale)")
+        ax_time.grid(True, which="both", alpha=0.3)
+        ax_time.legend(fontsize=7)
+    fig.suptitle("\n".join(textwrap.wrap(title, 60 * panels + 40)), fontsize=9)
     fig.tight_layout()
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.png"
