@@ -19,20 +19,23 @@ them) are published via ``TailorProducer`` at ``--rate`` per second (after ``--w
 products, not measured), and for each we time
 publish (before the send) ->
 
-  * in Milvus: found by ``get`` on its id (all pending ids in one call every
-    ``--milvus-poll-ms`` from another client: a ``get`` costs Milvus ~15 ms at 100k rows);
+  * in Milvus: found by ``get`` on its id (primary keys only, all pending ids in one call
+    every ``--milvus-poll-ms`` from another client; at 100k rows with upserts coming in a
+    ``get`` costs Milvus 15-50 ms, so polling faster loads the 2-core machine noticeably);
   * ProductEnriched: the timestamp of the worker's event about it on
     ``tailor.products.enriched`` (read after the run; sent after the Milvus upsert);
   * in a reply: first ``RecommendClient`` reply (top-``--k``) for its user that contains it
     (the user is polled every ``--poll-ms`` once the product is in Milvus, not before, to
     keep the load the polling adds down; the resolution is that plus one request).
 
+``--no-poll`` measures only the ProductEnriched times, without the polling's load on
+Milvus and the worker (at 100k items a ``get`` costs Milvus 15-50 ms, a request ~3 calls).
 With ``--zero-shot both`` the worker runs once with the rules enricher's MiniLM zero-shot
 matching and once without (``TAILOR_RULES_ZERO_SHOT=false``), on the same catalog.
 Baselines, measured in the same run on the same Milvus with the worker idle: Milvus alone
 (upsert one row -> ``get`` finds it) and the product pipeline in process (rules enrich +
 embed + upsert, no Kafka, no worker). Goal: p99 <= 1 s with the rules enricher.
-Writes bench/results/freshness.csv and freshness.png.
+Writes bench/results/freshness.csv and freshness.png (freshness_nopoll.* with ``--no-poll``).
 """
 
 from __future__ import annotations
@@ -64,7 +67,7 @@ GOAL_MS = 1000.0
 NEW_ID = 20_000_001  # above the catalog's ids (bench.synth.FIRST_ID + 100k and more)
 
 
-async def enriched_times(system: System, wanted: set[int]) -> dict[int, float]:
+async def enriched_times(system: System, wanted: set[int], timeout_s: float = 30.0) -> dict[int, float]:
     """When the worker sent each product's ProductEnriched: the record timestamps (the
     producer's clock, this host), read once after the run. A consumer left open during the
     run would busy-poll the broker (noida-db answers an empty fetch at once) and take CPU
@@ -76,9 +79,9 @@ async def enriched_times(system: System, wanted: set[int]) -> dict[int, float]:
         parts = [TopicPartition(name, p) for p in range(topics.PRODUCTS_ENRICHED.partitions)]
         consumer.assign(parts)
         await consumer.seek_to_beginning(*parts)
-        end = await consumer.end_offsets(parts)
         seen: dict[int, float] = {}
-        while [tp for tp in parts if await consumer.position(tp) < end[tp]]:
+        deadline = time.monotonic() + timeout_s
+        while len(seen) < len(wanted) and time.monotonic() < deadline:
             for records in (await consumer.getmany(timeout_ms=500)).values():
                 for rec in records:
                     pid = ProductEnriched.model_validate_json(rec.value or b"").product_id
@@ -164,7 +167,7 @@ async def measure(
         # Until every product is found, or the last one published has had its timeout.
         while not done.is_set() or (pending and time.perf_counter() - max(published.values()) < args.timeout):
             if pending:
-                rows = await asyncio.to_thread(store.get, sorted(pending), False)
+                rows = await asyncio.to_thread(in_milvus_now, store, sorted(pending))
                 now = time.perf_counter()
                 for pid in rows:
                     if pid in pending:
@@ -192,7 +195,7 @@ async def measure(
                 return
             await asyncio.sleep(args.poll_ms / 1000)
 
-    poller = asyncio.create_task(poll_milvus())
+    poller = asyncio.create_task(poll_milvus() if not args.no_poll else asyncio.sleep(0))
     async with TailorProducer(system.settings) as producer, RecommendClient(system.settings, timeout_s=5) as client:
 
         async def fire(i: int, _due: float) -> None:
@@ -202,8 +205,9 @@ async def measure(
             wall[product.product_id] = time.time()
             await producer.publish_product(synth.without_re(product))
             published[product.product_id] = t0
-            pending.add(product.product_id)
-            await watch_reply(client, product.product_id, t0)
+            if not args.no_poll:
+                pending.add(product.product_id)
+                await watch_reply(client, product.product_id, t0)
 
         await open_loop(args.rate, len(new) / args.rate, fire)
         done.set()
@@ -261,6 +265,11 @@ def baselines(system: System, n: int, first_id: int) -> dict[str, list[float]]:
     return {"milvus": milvus_alone, "in_process": in_process}
 
 
+def in_milvus_now(store: Any, ids: list[int]) -> set[int]:
+    """The ids Milvus returns now (primary keys only: the cheapest ``get``)."""
+    return {int(r["product_id"]) for r in store.client.get(store.collection, ids=ids, output_fields=["product_id"])}
+
+
 async def warm_up(system: System, products: list[ProductCreated], rate: float, timeout_s: float = 120) -> None:
     """Products through the worker before measuring (its first batches are slow: lazy
     initialisation, first RE terms), until all are in Milvus."""
@@ -310,10 +319,13 @@ def main() -> None:
     ap.add_argument("--history", type=int, default=2, help="similar items each matching user clicked before")
     ap.add_argument("--diversity", type=float, default=0.8, help="the requests' diversity_lambda (their default)")
     ap.add_argument("--poll-ms", type=float, default=50.0, help="pause between a user's requests")
-    ap.add_argument("--milvus-poll-ms", type=float, default=25.0, help="pause between Milvus get polls")
+    ap.add_argument("--milvus-poll-ms", type=float, default=100.0, help="pause between Milvus get polls")
     ap.add_argument("--timeout", type=float, default=15.0, help="seconds before a product counts as missed")
     ap.add_argument("--baseline", type=int, default=50, help="samples of each baseline")
     ap.add_argument("--warmup", type=int, default=10, help="products through the worker before measuring")
+    ap.add_argument(
+        "--no-poll", action="store_true", help="only the ProductEnriched times: no Milvus or reply polling load"
+    )
     ap.add_argument("--models", type=Path, help="model dir (LATEST); default TAILOR_MODEL_DIR or train on sample")
     ap.add_argument("--keep", action="store_true", help="keep the temp data dir (logs)")
     args = ap.parse_args()
@@ -355,6 +367,8 @@ def main() -> None:
     for res in results:
         for key, name in names.items():
             values = list(res[key].values())
+            if args.no_poll and key != "enriched":
+                continue
             row = {"row": name, "enricher": res["label"], **stats(values), "missed": args.products - len(values)}
             if key == "reply" and res["rank"]:
                 row["mean_rank"] = float(np.mean(list(res["rank"].values())))
@@ -377,8 +391,9 @@ def main() -> None:
         f"top-{args.k} replies (diversity_lambda {args.diversity:g}) polled every {args.poll_ms:g} ms once in Milvus; "
         "x_ = ratio to Milvus alone"
     )
-    emit("freshness", title, rows)
-    plot_latency("freshness", title, series, GOAL_MS, timeline)
+    name = "freshness_nopoll" if args.no_poll else "freshness"
+    emit(name, title, rows)
+    plot_latency(name, title, series, GOAL_MS, timeline)
 
 
 if __name__ == "__main__":
