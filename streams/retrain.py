@@ -42,6 +42,7 @@ class RetrainOptions(BaseModel):
     deepfm_epochs: int = 4
     diversity_epochs: int = 6
     publish: bool = True
+    evaluate: bool = True  # leave-last-out against popularity, into the manifest's metrics
     version: str | None = None
 
 
@@ -67,18 +68,22 @@ def _encoder(settings: Settings, log: InteractionLog, opts: RetrainOptions, vers
         trained = train_item_tower(log.items, cfg, log=console.print, checkpoint_dir=ckpt)
         enc = trained.encoder(version)
         return enc, trained.tower, trained.std_vocab, trained.re_vocab, version, current.manifest.version
-    # Same item space: the live tower and its trained vocabulary snapshot, unchanged.
-    vocab = ReVocab()
-    if current.re_vocab_path.exists():
-        vocab = ReVocab(current.re_vocab_path)
-    trained_terms = len(vocab)
+    # Same item space: the live tower, and the RE term ids the workers use now (their
+    # runtime log, which grew past the version's snapshot), so DeepFM's RE ids and the
+    # vectors in Milvus agree; read into memory only: neither file may be appended to here.
+    runtime = settings.vocab_file(current.manifest.version)
+    source = runtime if runtime.exists() else current.re_vocab_path
+    vocab = ReVocab(source) if source.exists() else ReVocab()
+    vocab.path = None
+    trained_terms = len(ReVocab(current.re_vocab_path)) if current.re_vocab_path.exists() else 2
     enc = ItemEncoder(current.tower, current.std_vocab, vocab, version, trained_terms)
     return enc, current.tower, current.std_vocab, vocab, current.manifest.space, current.manifest.version
 
 
-def retrain(settings: Settings, opts: RetrainOptions) -> registry.Manifest:
+def retrain(settings: Settings, opts: RetrainOptions, log: InteractionLog | None = None) -> registry.Manifest:
+    """``log`` given (a benchmark's own users), it is trained on instead of ``opts.data``."""
     version = opts.version or "rank-" + datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
-    log = load_log(settings, opts.data)
+    log = log or load_log(settings, opts.data)
     console.print(log.summary())
     split = leave_last_out(log, cold_fraction=0.0)
     if not split.train:
@@ -103,7 +108,7 @@ def retrain(settings: Settings, opts: RetrainOptions) -> registry.Manifest:
         cfg,
         console.print,
     )
-    metrics = evaluate(OfflinePipeline.from_split(catalog, ranking, split, profiles), split)
+    metrics = evaluate(OfflinePipeline.from_split(catalog, ranking, split, profiles), split) if opts.evaluate else {}
     metrics["train_seconds"] = report.seconds
     manifest = registry.Manifest(
         version=version,
