@@ -71,7 +71,8 @@ class SelfAttentionReranker(nn.Module):
 
     @torch.inference_mode()
     def score(self, lst: CandidateList) -> np.ndarray:
-        self.eval()
+        if self.training:  # eval() walks every submodule: only when it changes something
+            self.eval()
         user, items, scores, pad = _batch([lst])
         return self(user, items, scores, pad)[0].numpy()
 

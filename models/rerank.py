@@ -11,17 +11,18 @@ def mmr(relevance: np.ndarray, vectors: np.ndarray, k: int, lam: float) -> list[
     n = len(relevance)
     if n == 0:
         return []
-    sims = vectors @ vectors.T
     chosen: list[int] = []
-    closest = np.full(n, -np.inf)  # max similarity of each candidate to the chosen set
+    closest = np.zeros(n)  # max similarity of each candidate to the chosen set (none yet: 0)
     available = np.ones(n, dtype=bool)
     for _ in range(min(k, n)):
-        penalty = np.where(np.isfinite(closest), closest, 0.0)
-        score = np.where(available, lam * relevance - (1 - lam) * penalty, -np.inf)
+        score = np.where(available, lam * relevance - (1 - lam) * closest, -np.inf)
         best = int(np.argmax(score))
+        # One row of similarities per pick (k x n), not the n x n matrix: on the request path
+        # that matrix product was the reranker's largest cost.
+        sims = vectors @ vectors[best]
+        closest = sims if not chosen else np.maximum(closest, sims)
         chosen.append(best)
         available[best] = False
-        closest = np.maximum(closest, sims[best])
     return chosen
 
 

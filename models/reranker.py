@@ -178,7 +178,8 @@ class DeepFMReranker:
 
     @torch.inference_mode()
     def score(self, x: np.ndarray) -> np.ndarray:
-        self.model.eval()
+        if self.model.training:  # eval() walks every submodule: ~0.5 ms a request when done always
+            self.model.eval()
         return self.model(torch.from_numpy(x)).numpy().ravel()
 
     def save(self, folder: Path) -> None:

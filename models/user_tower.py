@@ -154,7 +154,9 @@ class UserTower(nn.Module):
     @torch.inference_mode()
     def encode(self, states: Sequence[UserState]) -> np.ndarray:
         was_training = self.training
-        self.eval()
+        if was_training:  # train()/eval() walk every submodule: only when it changes something
+            self.eval()
         out = self(collate(states, self.cfg)).numpy().astype(np.float32)
-        self.train(was_training)
+        if was_training:
+            self.train()
         return out
