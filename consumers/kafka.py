@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from consumers.idle_fetch import pause_idle_fetches
 from schemas.settings import Settings
 
 
 def client_kwargs(settings: Settings) -> dict[str, Any]:
+    # Every aiokafka client of the process (faust's included) is built from here, so the
+    # process-wide fetch setting is applied here too.
+    pause_idle_fetches(settings.kafka_idle_fetch_backoff_ms)
     kwargs: dict[str, Any] = {
         "bootstrap_servers": settings.bootstrap,
         "security_protocol": settings.kafka_security_protocol,
