@@ -14,6 +14,7 @@ import numpy as np
 from pydantic import BaseModel
 from pymilvus import DataType, MilvusClient
 
+from consumers.row_cache import RowCache
 from schemas.events import Filters
 
 log = logging.getLogger("tailor.milvus")
@@ -74,9 +75,11 @@ class VectorStore:
         token: str | None = None,
         consistency: str = "Session",
         connect_timeout_s: float = 60.0,
+        cache: RowCache | None = None,
     ) -> None:
         self.collection = collection
         self.consistency = consistency
+        self.cache = cache  # rows with vectors, read or written by this process (``get``)
         self.client = self._connect(uri, token, connect_timeout_s)
 
     @staticmethod
@@ -126,6 +129,8 @@ class VectorStore:
     def upsert(self, rows: Sequence[ItemRow]) -> None:
         if rows:
             self.client.upsert(self.collection, [r.model_dump() for r in rows])
+            if self.cache is not None:
+                self.cache.forget(r.product_id for r in rows)
 
     def search(self, vector: np.ndarray, limit: int, expr: str = "") -> list[Hit]:
         return self.search_many(vector[None, :], limit, expr)[0]
@@ -152,10 +157,22 @@ class VectorStore:
         )
 
     def get(self, ids: Sequence[int], with_vectors: bool = True) -> dict[int, dict[str, Any]]:
+        """Rows by product id, in the order of ``ids`` (those that exist)."""
         if not ids:
             return {}
+        ids = [int(i) for i in ids]
+        if self.cache is None:
+            return self._read(ids, with_vectors)
+        found, missing = self.cache.lookup(ids)
+        if missing:
+            read = self._read(missing, True)  # cached rows carry their vector
+            self.cache.put(read.values())
+            found |= read
+        return {i: found[i] for i in ids if i in found}
+
+    def _read(self, ids: list[int], with_vectors: bool) -> dict[int, dict[str, Any]]:
         fields = ROW_FIELDS + (["vector"] if with_vectors else [])
-        rows = self.client.get(self.collection, ids=[int(i) for i in ids], output_fields=fields)
+        rows = self.client.get(self.collection, ids=ids, output_fields=fields)
         return {int(r["product_id"]): r for r in rows}
 
     def scan(self, batch: int = 1000, with_vectors: bool = False) -> Iterator[list[dict[str, Any]]]:
