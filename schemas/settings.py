@@ -24,6 +24,9 @@ class Settings(BaseSettings):
     kafka_sasl_mechanism: str | None = None
     kafka_sasl_username: str | None = None
     kafka_sasl_password: SecretStr | None = None
+    # A pause after an empty fetch (consumers.idle_fetch): the embedded broker answers one
+    # at once, and an idle consumer would spin; 0 turns it off.
+    kafka_idle_fetch_backoff_ms: float = Field(default=2.0, ge=0, le=1000)
     # Milvus: unset -> the embedded Milvus started by `tailor up` on milvus_port.
     milvus_uri: str | None = None
     milvus_port: int = 19531
@@ -57,6 +60,15 @@ class Settings(BaseSettings):
     sequence_length: int = Field(default=50, ge=1, le=1000)
     request_timeout_s: float = Field(default=10.0, gt=0)
     candidates: int = Field(default=100, ge=1, le=1000)
+    # Rows read from Milvus are kept this long in the worker (consumers.row_cache): a product
+    # changed by another worker reaches this one's reranker within it. 0 turns it off.
+    # Intra-op threads of torch and of numpy's BLAS in the worker. Its models run on one
+    # request's tens of rows, where a second thread only waits for the first: with the CPU
+    # shared (Milvus, the broker, other requests) 2 threads made a transformer layer 10x
+    # slower (23 vs 2.4 ms). Parallelism comes from partitions and replicas instead.
+    compute_threads: int = Field(default=1, ge=1, le=256)
+    row_cache_ttl_s: float = Field(default=30.0, ge=0, le=86_400)
+    row_cache_rows: int = Field(default=100_000, ge=0, le=10_000_000)
     worker_web_port: int = 6066
     log_level: str = "info"
 

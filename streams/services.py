@@ -11,7 +11,11 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+from threadpoolctl import threadpool_limits
+
 from consumers.enrichment import Enricher, make_enricher
+from consumers.row_cache import RowCache
 from consumers.vector_store import VectorStore
 from models import registry
 from models.encoder import ItemEncoder
@@ -82,7 +86,8 @@ def active_collection(settings: Settings) -> str:
 
 def open_store(settings: Settings, space: str) -> VectorStore:
     token = settings.milvus_token.get_secret_value() if settings.milvus_token else None
-    return VectorStore(settings.milvus, settings.collection_for(space), token=token)
+    cache = RowCache(settings.row_cache_ttl_s, settings.row_cache_rows)
+    return VectorStore(settings.milvus, settings.collection_for(space), token=token, cache=cache)
 
 
 def make_live(
@@ -112,6 +117,8 @@ def make_live(
 def build(settings: Settings) -> Services:
     from streams.model_swap import fill_from_parent  # the swap module builds on this one
 
+    torch.set_num_threads(settings.compute_threads)
+    threadpool_limits(settings.compute_threads)  # numpy's BLAS (matrix products per request)
     model = registry.load_or_init(settings.models_path)
     enricher = make_enricher(settings.enricher, settings)
     popularity = Popularity()
