@@ -135,23 +135,21 @@ class VectorStore:
     def search(self, vector: np.ndarray, limit: int, expr: str = "") -> list[Hit]:
         return self.search_many(vector[None, :], limit, expr)[0]
 
-    def search_many(self, vectors: np.ndarray, limit: int, expr: str = "") -> list[list[Hit]]:
-        """One ANN call for several query vectors (rows of ``vectors``). With a row cache the
-        hits' whole rows come back with the search and go into the cache, where the caller's
-        ``get`` of the candidates finds them: one Milvus call instead of two (measured at
-        100k items: search with rows 4.8 ms, search 2.4 ms + get of 100 rows 9.3 ms)."""
-        rows = self.cache is not None
+    def search_many(
+        self, vectors: np.ndarray, limit: int, expr: str = "", fields: Sequence[str] = ("title", "coarse", "fine")
+    ) -> list[list[Hit]]:
+        """One ANN call for several query vectors (rows of ``vectors``). ``fields=()``: ids
+        and scores only, for a caller that reads the rows through the row cache anyway
+        (100k items: 1.3 ms vs 2.4 ms with the three fields, 4.8 ms with whole rows)."""
         result = self.client.search(
             self.collection,
             data=vectors.astype(np.float32).tolist(),
             limit=limit,
             filter=expr,
-            output_fields=[*ROW_FIELDS, "vector"] if rows else ["title", "coarse", "fine"],
+            output_fields=list(fields),
             search_params={"metric_type": "IP"},
             consistency_level=self.consistency,
         )
-        if self.cache is not None:
-            self.cache.put({**h["entity"], "product_id": h["id"]} for hits in result for h in hits)
         return [[self._hit(h) for h in hits] for hits in result]
 
     @staticmethod

@@ -67,7 +67,7 @@ class Settings(BaseSettings):
     # shared (Milvus, the broker, other requests) 2 threads made a transformer layer 10x
     # slower (23 vs 2.4 ms). Parallelism comes from partitions and replicas instead.
     compute_threads: int = Field(default=1, ge=1, le=256)
-    row_cache_ttl_s: float = Field(default=30.0, ge=0, le=86_400)
+    row_cache_ttl_s: float = Field(default=60.0, ge=0, le=86_400)
     row_cache_rows: int = Field(default=100_000, ge=0, le=10_000_000)
     worker_web_port: int = 6066
     log_level: str = "info"

@@ -118,7 +118,8 @@ class Recommender:
         else:
             t1 = clock()
             expr = filter_expr(req.filters, sorted(seen))
-            results = await asyncio.to_thread(self.store.search_many, query, self.candidates, expr)
+            # Ids and scores only: the rows (title included) come from the store's row cache.
+            results = await asyncio.to_thread(self.store.search_many, query, self.candidates, expr, ())
             hits = merge_hits(results, self.candidates)
             hits, popular = self._with_popular(hits, seen)
             ids = [h.product_id for h in hits] + popular
@@ -223,8 +224,8 @@ class Recommender:
                 product_id=hits[i].product_id,
                 score=round(float(cands.ann[i]), 5),
                 reason=self._reason(req, i, cands, hist_ids, hist_vecs, history_rows, user),
-                title=hits[i].title,
-                fine=hits[i].fine,
+                title=rows[hits[i].product_id].get("title", ""),
+                fine=rows[hits[i].product_id].get("fine", ""),
             )
             for i in order
         ]
