@@ -43,6 +43,7 @@ from streams.app import (
     recommend_replies,
     recommend_requests,
     sequences,
+    settings,
 )
 from streams.deadletter import decode, letter_key
 from streams.metrics import DEADLETTERS, EVENTS, RE_TERMS, REQUEST_SECONDS
@@ -240,7 +241,7 @@ def _request_id(raw: bytes | None) -> str | None:
         return None
 
 
-@app.agent(recommend_requests, concurrency=4)
+@app.agent(recommend_requests, concurrency=settings.request_concurrency)
 async def on_requests(stream: StreamT) -> None:
     async for event in stream.events():
         req = _decode(event, RecommendRequest)
