@@ -53,6 +53,40 @@ def _seek_to_committed_zero_too() -> None:
 _seek_to_committed_zero_too()
 
 
+def _no_stream_records_before_the_seek() -> None:
+    """faust 0.15.3 ends a rebalance (``Recovery.on_recovery_completed``, and
+    ``_resume_streams`` without tables) by resuming the stream partitions, *then* awaiting
+    ``perform_seek`` (a round trip for the committed offsets), then resuming flow control,
+    which empties the agents' queues. With tables, flow is already on at that point (it was
+    turned on to read the changelogs), so during the seek the fetcher hands records from the
+    new assignment to the agents' queues and moves its read offsets past them; the resume
+    then empties those queues, and the same records fetched again from the committed offset
+    are dropped as already read (``DROPPED MESSAGE ROFF``). Those products were never
+    processed, and faust's commits then went past them (tests/test_failures.py, broker
+    restart with products in flight: 1 to 6 products per partition lost in 2 of 5 runs).
+
+    Stop the flow first, as the revocation at the start of the rebalance does: nothing is
+    fetched for the streams or handed to an agent until faust resumes the flow itself, after
+    the seek."""
+    from faust.tables.recovery import Recovery
+
+    for name in ("on_recovery_completed", "_resume_streams"):
+        original = getattr(Recovery, name)
+        if getattr(original, "tailor_patched", False):
+            continue
+
+        def patched(self: Recovery, generation_id: int = 0, *, _original: Any = original) -> Any:
+            self.app.consumer.stop_flow()
+            self.app.flow_control.suspend()
+            return _original(self, generation_id)
+
+        patched.tailor_patched = True  # type: ignore[attr-defined]
+        setattr(Recovery, name, patched)
+
+
+_no_stream_records_before_the_seek()
+
+
 def create_app(settings: Settings) -> faust.App:
     return faust.App(
         settings.app_id,

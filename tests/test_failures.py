@@ -130,7 +130,8 @@ async def assert_table_equals(stack: Stack, truth: dict[str, UserSequence], time
             timeout_s,
         )
     except TimeoutError:
-        records = await read_topic(stack.settings, spec.name, spec.partitions, lambda rs: True, 1)
+        total = sum((await stack.end_offsets(spec.name, spec.partitions)).values())
+        records = await read_topic(stack.settings, spec.name, spec.partitions, lambda rs: len(rs) >= total, 10)
         got = table(records)
         wrong = {
             u: (got.get(u, UserSequence()).product_ids(), s.product_ids()) for u, s in truth.items() if got.get(u) != s
@@ -284,8 +285,9 @@ async def publish_until_acked(send: Callable[[], Awaitable[Any]]) -> None:
 @pytest.mark.parametrize("in_flight", [False, True], ids=["worker-idle", "products-in-flight"])
 @pytest.mark.xfail(
     strict=False,
-    reason="known, open: after a noida-db restart (group generations start at 1 again) a product "
-    "published during the outage was missing in about 1 of 3 runs; README 'Known issues'",
+    reason="known, open, in the broker: noida-db 0.2.3 can lose records it acknowledged in the last "
+    "milliseconds before a SIGTERM (a user-sequence changelog write, so a click, in about 1 of 10 "
+    "in-flight runs); README 'Known issues'",
 )
 async def test_broker_restart_while_producing_loses_nothing(fresh, in_flight: bool) -> None:
     """The broker is stopped (SIGTERM) and started again on the same port and data dir while
@@ -293,7 +295,9 @@ async def test_broker_restart_while_producing_loses_nothing(fresh, in_flight: bo
     requests are asked; either with the worker idle, or right after a burst of products, so
     the worker is in the middle of them when the broker goes. (With faust's take_events
     batching, the in-flight case lost products: one event was handed over twice and its
-    neighbour skipped; the product agent now takes events one at a time.)"""
+    neighbour skipped; the product agent now takes events one at a time. Records fetched
+    while faust seeks to the committed offsets at the end of the rebalance were dropped
+    too; streams/app.py stops the flow first.)"""
     stack = await fresh(TAILOR_RULES_ZERO_SHOT="false")  # enrichment quality is not under test here
     assert stack.worker is not None
     pid = stack.worker.pid

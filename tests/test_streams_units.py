@@ -96,3 +96,27 @@ def test_sample_catalog_is_valid_and_realistic() -> None:
     assert len({p.attributes.category() for p in products}) == 13
     with_re = sum(1 for p in products if p.attributes.re())
     assert 0.5 < with_re / 200 < 0.9
+
+
+def test_rebalance_end_stops_the_flow_before_faust_resumes_and_seeks() -> None:
+    """streams.app patches faust's Recovery: at the end of a rebalance the flow is stopped
+    before faust resumes the stream partitions and seeks them to the committed offsets, so
+    no record fetched during the seek reaches an agent's queue (see the patch's docstring)."""
+    from types import SimpleNamespace
+    from unittest.mock import MagicMock
+
+    from faust.tables.recovery import Recovery
+
+    import streams.app  # noqa: F401 - installs the patch
+
+    for name in ("on_recovery_completed", "_resume_streams"):
+        patched = getattr(Recovery, name)
+        assert getattr(patched, "tailor_patched", False), name
+        app = SimpleNamespace(consumer=MagicMock(), flow_control=MagicMock())
+        seen: list[tuple[bool, bool, int]] = []
+
+        async def original(self: object, generation_id: int, app: SimpleNamespace = app, seen: list = seen) -> None:
+            seen.append((app.consumer.stop_flow.called, app.flow_control.suspend.called, generation_id))
+
+        asyncio.run(patched(SimpleNamespace(app=app), 7, _original=original))
+        assert seen == [(True, True, 7)], name
