@@ -58,6 +58,19 @@ def test_popularity_counts_after_rebuild() -> None:
     assert pop.top(5, exclude={7}) == [(8, 1)]
 
 
+def test_popularity_ranking_is_reused_for_refresh_s() -> None:
+    now = [0.0]
+    pop = Popularity(refresh_s=1.0, clock=lambda: now[0])
+    pop.rebuild([])
+    pop.add(1)
+    assert pop.top(2, exclude=set()) == [(1, 1)]
+    pop.add(2)
+    pop.add(2)
+    assert pop.top(2, exclude=set()) == [(1, 1)]  # ranked less than refresh_s ago
+    now[0] = 1.5
+    assert pop.top(2, exclude=set()) == [(2, 2), (1, 1)]
+
+
 def test_rules_enricher_reads_text_and_std() -> None:
     p = product(1, "pants", "Blue", title="Blue High-Rise Wide-Leg Denim Jeans", pants_silhouette="wide")
     found = asyncio.run(RulesEnricher().enrich(p))
