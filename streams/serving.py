@@ -110,7 +110,10 @@ class Recommender:
         history = seq.product_ids() if seq else []
         seen = set(history) if req.exclude_seen else set()
         history_rows = await asyncio.to_thread(self.store.get, history) if history else {}
-        query, strategy = self._query(req, seq, history_rows)
+        # The model stages run in worker threads, like the Milvus calls: torch and numpy
+        # release the GIL, so one request's towers overlap another's I/O and Python work
+        # instead of stalling the event loop (and the Kafka fetches) while they run.
+        query, strategy = await asyncio.to_thread(self._query, req, seq, history_rows)
         timings["user_tower_ms"] = (clock() - t0) * 1000
         if query is None:
             items = await self._popular(req, seen)
@@ -126,7 +129,8 @@ class Recommender:
             rows = await asyncio.to_thread(self.store.get, ids) if ids else {}
             hits += [_hit(rows[p]) for p in popular if p in rows and _matches(rows[p], req.filters)]
             timings["ann_ms"] = (clock() - t1) * 1000
-            items = self._rank(req, query[0], [h for h in hits if h.product_id in rows], rows, history_rows, timings)
+            ranked = [h for h in hits if h.product_id in rows]
+            items = await asyncio.to_thread(self._rank, req, query[0], ranked, rows, history_rows, timings)
         timings["total_ms"] = (clock() - t0) * 1000
         return RecommendReply(
             request_id=req.request_id,
