@@ -12,14 +12,20 @@ One ``TowerSystem`` is fitted per data set (the first row's fit_s carries all tr
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import numpy as np
+from safetensors.torch import load_file
 
+from models.encoder import ItemEncoder, ItemInput
 from models.interactions import InteractionLog, Split, TestCase
+from models.item_tower import ItemTower, TowerConfig
 from models.pipeline import OfflinePipeline, Stage, profile_rows, steps_by_user
+from models.registry import save_weights
 from models.train_item import TrainConfig, train_item_tower
 from models.train_ranking import RankingTrainConfig, build_catalog, category_queries, train_ranking
 from models.train_user import UserTrainConfig
+from models.vocab import ReVocab, StdVocab
 
 # The per-request lambdas of the diversity rows (1.0 = relevance only): the self-attention
 # reranker at several, to trace the accuracy/diversity trade-off; MMR at the middle one.
@@ -29,6 +35,29 @@ LAMBDAS = tuple(float(x) for x in os.environ.get("TAILOR_EVAL_LAMBDAS", "0.9,0.7
 # Item tower epochs per stage. `tailor train` uses 30 + 30; on 2 shared cores that is over an
 # hour for MovieLens' 9.7k items, so the evaluation trains 8 + 8 unless told otherwise.
 ITEM_EPOCHS = int(os.environ.get("TAILOR_EVAL_ITEM_EPOCHS", "8"))
+# A folder to keep trained item towers in between runs (unset: no cache). The tower only
+# depends on the warm items' content and the epochs, so iterating on the later stages
+# need not retrain it. Never commit it.
+ITEM_CACHE = os.environ.get("TAILOR_EVAL_ITEM_CACHE", "")
+
+
+def _cached_encoder(name: str, warm: list[ItemInput], epochs: int) -> ItemEncoder:
+    """The item tower trained on ``warm``, from ``ITEM_CACHE`` when it holds one."""
+    folder = Path(ITEM_CACHE) / f"{name}-{len(warm)}-{epochs}" if ITEM_CACHE else None
+    if folder is not None and (folder / "tower.safetensors").exists():
+        tower = ItemTower(TowerConfig.model_validate_json((folder / "tower.json").read_text(encoding="utf-8")))
+        tower.load_state_dict(load_file(str(folder / "tower.safetensors")))
+        re_vocab = ReVocab(folder / "re_vocab.jsonl")
+        re_vocab.path = None  # the cached snapshot is read only: new terms stay in memory
+        return ItemEncoder(tower, StdVocab.load(folder / "std_vocab.json"), re_vocab, "eval")
+    trained = train_item_tower(warm, TrainConfig(simcse_epochs=epochs, triplet_epochs=epochs), log=print)
+    if folder is not None:
+        folder.mkdir(parents=True, exist_ok=True)
+        save_weights(trained.tower, folder / "tower.safetensors")
+        (folder / "tower.json").write_text(trained.tower.cfg.model_dump_json(), encoding="utf-8")
+        trained.std_vocab.save(folder / "std_vocab.json")
+        trained.re_vocab.copy_to(folder / "re_vocab.jsonl")
+    return trained.encoder()
 
 
 class TowerSystem:
@@ -42,8 +71,7 @@ class TowerSystem:
             return
         epochs = 3 if self.quick else ITEM_EPOCHS
         warm = [it for it in log.items if it.product_id not in split.cold_items]
-        trained = train_item_tower(warm, TrainConfig(simcse_epochs=epochs, triplet_epochs=epochs), log=print)
-        encoder = trained.encoder()
+        encoder = _cached_encoder(log.name, warm, epochs)
         encoder.encode_growing(log.items)  # cold items' new RE terms get rows, as at run time
         catalog = build_catalog(encoder, log.items, {it.product_id: it.price or 0.0 for it in log.items})
         profiles = profile_rows(log)

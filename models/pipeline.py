@@ -14,9 +14,9 @@ import numpy as np
 from tqdm import tqdm
 
 from models.interactions import Event, InteractionLog, Split, TestCase, user_sequences
-from models.ranking import Candidates, RankingModels, rank
+from models.ranking import EXPLORE_SLOTS, Candidates, RankingModels, rank
 from models.reranker import user_features
-from models.train_ranking import Catalog, exact_top, with_popular
+from models.train_ranking import Catalog, RankingTrainConfig, candidate_rows, exact_top
 from models.train_user import Step, state_of
 
 Stage = Literal["two_tower", "deepfm", "mmr", "diversity"]
@@ -39,6 +39,8 @@ class OfflinePipeline:
     popularity: Counter[int]
     candidates: int = 100
     popular_candidates: int = 20
+    cooc_candidates: int = 30
+    explore: int = EXPLORE_SLOTS  # see models.ranking.EXPLORE_SLOTS
 
     @classmethod
     def from_split(
@@ -78,21 +80,37 @@ class OfflinePipeline:
         popular = [self.catalog.row[p] for p, _ in top_pop if p in self.catalog.row]
         counts = np.array([self.popularity[int(p)] for p in self.catalog.ids], dtype=np.float32)
         tower = self.models.user_tower
+        cfg = RankingTrainConfig(
+            candidates=self.candidates,
+            popular_candidates=self.popular_candidates,
+            cooc_candidates=self.cooc_candidates if self.models.cooccurrence else 0,
+        )
         for i, case in enumerate(tqdm(cases, desc=f"rank {stage}", leave=False)):
             hist_rows = [self.catalog.row[p] for p in case.history if p in self.catalog.row]
-            rows = np.array(with_popular(tops[i], popular, set(hist_rows), self.candidates, self.popular_candidates))
+            cooc_ids = self._cooc_ids(case, cfg)
+            rows = np.array(candidate_rows(tops[i], cooc_ids, popular, self.catalog, set(hist_rows), cfg))
             cands = Candidates(
                 vectors=self.catalog.vectors[rows],
                 ann=self.catalog.vectors[rows] @ users[i],
                 features=[self.catalog.features[r] for r in rows],
                 popularity=counts[rows],
+                cooc=self._cooc_features(case, rows),
             )
             profile = tower.cfg.profile.features(self.profiles.get(case.user_id)) if tower else None
             user = user_features([self.catalog.features[r] for r in hist_rows], profile)
             history = self.catalog.vectors[hist_rows] if hist_rows else None
             # "mmr" is the simple baseline: MMR over the DeepFM scores, no self-attention.
             models = RankingModels(tower, self.models.deepfm) if stage == "mmr" else self.models
-            order = rank(models, users[i], user, cands, history, k, lam, use_diversity=stage != "deepfm")
+            diversify, explore = stage != "deepfm", self.explore
+            order = rank(models, users[i], user, cands, history, k, lam, use_diversity=diversify, explore_slots=explore)
             ids = self.catalog.ids[rows[order]]
             out[i, : len(ids)] = ids
         return out
+
+    def _cooc_ids(self, case: TestCase, cfg: RankingTrainConfig) -> list[int]:
+        table = self.models.cooccurrence
+        return table.candidates(case.history, cfg.cooc_candidates + 20, set(case.history)) if table else []
+
+    def _cooc_features(self, case: TestCase, rows: np.ndarray) -> np.ndarray | None:
+        table = self.models.cooccurrence
+        return table.features(case.history, [int(p) for p in self.catalog.ids[rows]]) if table else None

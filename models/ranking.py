@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from models.cooccurrence import CoOccurrence
 from models.diversity import CandidateList, SelfAttentionReranker, select
 from models.reranker import DeepFMReranker, ItemFeatures, UserFeatures
 from models.user_tower import UserTower
@@ -21,25 +22,57 @@ class RankingModels:
     user_tower: UserTower | None = None
     deepfm: DeepFMReranker | None = None
     diversity: SelfAttentionReranker | None = None
+    cooccurrence: CoOccurrence | None = None
+
+
+# Exploration policy: of the top-k, up to this many slots go to items with no known
+# popularity (new products), the best of them by the final relevance score (content: DeepFM
+# learnt to rank "unknown" rows by content). Without it the collaborative features rank
+# every new item below the known ones and a new product is never shown, so never learnt.
+EXPLORE_SLOTS = 1
 
 
 @dataclass
 class Candidates:
     """Retrieved items for one user: ``vectors`` (n, 128), ``ann`` (n,) retrieval scores,
-    ``features`` the DeepFM item features, ``popularity`` interaction counts."""
+    ``features`` the DeepFM item features, ``popularity`` interaction counts, ``cooc``
+    (n, 2) co-occurrence score with the history and its known flag
+    (``CoOccurrence.features``; None = no co-occurrence component: all unknown)."""
 
     vectors: np.ndarray
     ann: np.ndarray
     features: list[ItemFeatures]
     popularity: np.ndarray
     timings_ms: dict[str, float] = field(default_factory=dict)
+    cooc: np.ndarray | None = None
 
 
 def pair_dense(cands: Candidates, history: np.ndarray | None) -> np.ndarray:
-    """The per-pair dense inputs: ann, max similarity to the history, count, known flag."""
-    hist_sim = (cands.vectors @ history.T).max(1) if history is not None and len(history) else np.zeros(len(cands.ann))
+    """The per-pair dense inputs: ann, max similarity to the history, count, known flag,
+    co-occurrence score, that score over the list's best (a user's scores scale with how
+    much their history co-occurs at all), co-occurrence known flag."""
+    n = len(cands.ann)
+    hist_sim = (cands.vectors @ history.T).max(1) if history is not None and len(history) else np.zeros(n)
     known = (cands.popularity > 0).astype(np.float32)
-    return np.stack([cands.ann, hist_sim, cands.popularity, known], axis=1).astype(np.float32)
+    cooc = cands.cooc if cands.cooc is not None else np.zeros((n, 2), np.float32)
+    best = cooc[:, 0].max(initial=0.0)
+    rel = cooc[:, 0] / best if best > 0 else np.zeros(n, np.float32)
+    columns = [cands.ann, hist_sim, cands.popularity, known, cooc[:, 0], rel, cooc[:, 1]]
+    return np.stack(columns, axis=1).astype(np.float32)
+
+
+def explore(order: list[int], relevance: np.ndarray, unknown: np.ndarray, k: int, slots: int) -> list[int]:
+    """``order`` with up to ``slots`` of its ``k`` places held by ``unknown`` candidates:
+    the best unknown ones not picked yet replace the last known picks, at the end."""
+    missing = slots - int(sum(bool(unknown[i]) for i in order))
+    if missing <= 0:
+        return order
+    picked = set(order)
+    extra = [int(i) for i in np.argsort(-relevance, kind="stable") if unknown[i] and int(i) not in picked][:missing]
+    known = [i for i in order if not unknown[i]]
+    overflow = min(len(order) + len(extra) - k, len(known))
+    drop = set(known[len(known) - overflow :]) if overflow > 0 else set()
+    return ([i for i in order if i not in drop] + extra)[:k]
 
 
 def deepfm_logits(
@@ -60,8 +93,10 @@ def rank(
     lam: float,
     use_deepfm: bool = True,
     use_diversity: bool = True,
+    explore_slots: int = EXPLORE_SLOTS,
 ) -> list[int]:
-    """Indices into ``cands`` of the final top-k. Stage timings go to ``cands.timings_ms``."""
+    """Indices into ``cands`` of the final top-k (``explore_slots``: see ``EXPLORE_SLOTS``).
+    Stage timings go to ``cands.timings_ms``."""
     if not len(cands.ann):
         return []
     t0 = time.perf_counter()
@@ -77,5 +112,6 @@ def rank(
             scores = np.stack([relevance, cands.ann], axis=1)
             relevance = models.diversity.score(CandidateList(user_vector, cands.vectors, scores))
         order = select(relevance, cands.vectors, k, lam)
+    order = explore([int(i) for i in order], relevance, cands.popularity <= 0, k, explore_slots)
     cands.timings_ms["diversity_ms"] = (time.perf_counter() - t1) * 1000
     return [int(i) for i in order]

@@ -14,6 +14,7 @@ from pydantic import BaseModel, Field
 from safetensors.torch import load_file, save_file
 
 from models import diversity
+from models.cooccurrence import CoOccurrence
 from models.item_tower import ItemTower, TowerConfig
 from models.ranking import RankingModels
 from models.reranker import DeepFMReranker
@@ -82,6 +83,9 @@ def _save_ranking(target: Path, ranking: RankingModels) -> list[str]:
     if ranking.diversity is not None:
         diversity.save(ranking.diversity, target)
         saved.append("diversity")
+    if ranking.cooccurrence is not None:
+        ranking.cooccurrence.save(target)
+        saved.append("cooccurrence")
     return saved
 
 
@@ -96,6 +100,8 @@ def _load_ranking(target: Path, components: list[str]) -> RankingModels:
         ranking.deepfm = DeepFMReranker.load(target)
     if "diversity" in components:
         ranking.diversity = diversity.load(target)
+    if "cooccurrence" in components:
+        ranking.cooccurrence = CoOccurrence.load(target)
     return ranking
 
 

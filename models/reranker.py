@@ -8,11 +8,13 @@ Features of one (user, candidate) pair:
           user_std / user_re (the user's most frequent STD / RE ids) VarLen -> "std" / "re"
   dense   price (log, z-scored), ann (user . item, the retrieval score), hist_sim (max
           item . history item), pop (log count, scaled) + pop_known, profile z-scores +
-          missing flags
+          missing flags; cooc (log1p co-occurrence score with the history,
+          ``models.cooccurrence``) + cooc_known, in versions trained with that component
   Popularity without burying new items: an item with no interactions is "popularity
   unknown" (pop = 0, pop_known = 0), and in training a random quarter of the rows is
   shown that way too, whatever their count. So "unknown" learns the average click rate,
   not the rate of the unpopular, and a product created a minute ago is ranked by content.
+  The same rows hide the co-occurrence too (a new product has neither).
 
 Weight transfer (documented mapping): every STD feature shares ONE 64-d table named "std"
 whose row i is the item tower's ``std_emb`` row i (same StdVocab ids); every RE feature
@@ -44,6 +46,9 @@ DENSE = (
     *("price", "ann", "hist_sim", "pop", "pop_known"),
     *("z_height", "z_weight", "z_age", "miss_height", "miss_weight", "miss_age"),
 )
+# Co-occurrence with the history (models.cooccurrence) + known flag: only in versions
+# trained with the component (``RerankerConfig.cooc``), so older versions still load.
+COOC_DENSE = ("cooc", "cooc_rel", "cooc_known")
 
 
 @dataclass(frozen=True)
@@ -99,6 +104,10 @@ class RerankerConfig(BaseModel):
     price_mean: float = 0.0
     price_std: float = 1.0
     pop_scale: float = 1.0  # log1p of the largest training count
+    cooc: bool = False  # the co-occurrence features are inputs
+    # Multiplies the co-occurrence score (1 / its mean over training candidates that have
+    # one): raw scores are ~0.1, too small an input for DeepFM to weigh in a few epochs.
+    cooc_scale: float = 1.0
 
 
 def _pad(rows: Sequence[Sequence[int]], width: int, limit: int) -> np.ndarray:
@@ -124,7 +133,7 @@ class DeepFMReranker:
             VarLenSparseFeat(SparseFeat("re", **re), maxlen=c.max_re, combiner="mean"),
             VarLenSparseFeat(SparseFeat("user_std", **std), maxlen=c.max_user, combiner="mean"),
             VarLenSparseFeat(SparseFeat("user_re", **re), maxlen=c.max_user, combiner="mean"),
-            *(DenseFeat(name, 1) for name in DENSE),
+            *(DenseFeat(name, 1) for name in DENSE + (COOC_DENSE if c.cooc else ())),
         ]
         torch.manual_seed(seed)
         self.model = DeepFM(
@@ -151,7 +160,8 @@ class DeepFMReranker:
 
     def matrix(self, users: Sequence[UserFeatures], items: Sequence[ItemFeatures], dense: np.ndarray) -> np.ndarray:
         """The deepctr input matrix, columns in the model's ``feature_index`` order.
-        ``dense``: (n, 4) = ann, hist_sim, interaction count, known flag per pair."""
+        ``dense``: (n, 4) = ann, hist_sim, interaction count, known flag per pair, then
+        optionally co-occurrence score, relative score, known flag (absent = unknown)."""
         c = self.cfg
         n = len(items)
         price = np.array([(math.log1p(it.price) - c.price_mean) / c.price_std for it in items], dtype=np.float32)
@@ -173,6 +183,10 @@ class DeepFMReranker:
         }
         for j, name in enumerate(DENSE[5:]):
             parts[name] = profile[:, j : j + 1]
+        cooc = dense[:, 4:7] if dense.shape[1] >= 7 else np.zeros((n, 3), np.float32)
+        parts["cooc"] = (cooc[:, :1] * c.cooc_scale).astype(np.float32)
+        parts["cooc_rel"] = cooc[:, 1:2]
+        parts["cooc_known"] = cooc[:, 2:3]
         ordered = sorted(self.model.feature_index.items(), key=lambda kv: kv[1][0])
         return np.concatenate([parts[name] for name, _ in ordered], axis=1).astype(np.float32)
 

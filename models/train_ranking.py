@@ -1,10 +1,15 @@
 """Training of everything after the item tower, in order, on one interaction log:
 
 1. user tower on next-item examples (item vectors frozen);
-2. impressions: for the last few prefixes of each training user, the user tower's exact
-   top-100 (history excluded) = what retrieval would have shown; the next item is the
-   positive, retrieved items are the (hard) negatives;
-3. DeepFM on those impressions, its STD/RE tables transferred from the item tower;
+2. impressions: for the last few prefixes of each training user, the candidates serving
+   would have shown (history excluded): the user tower's exact top (content), the items
+   co-occurring with the history (``models.cooccurrence``, fitted here and shipped) and
+   popular ones; the next item is the positive, the other candidates the (hard) negatives.
+   Counts and co-occurrences leave the user's own interactions out: at serving time a
+   candidate's counts never include the request's own future click;
+3. DeepFM on those impressions, its STD/RE tables transferred from the item tower; a share
+   of the rows is shown as a new item (popularity and co-occurrence unknown), so DeepFM
+   learns to rank new items by content;
 4. the self-attention reranker on the lists of a disjoint quarter of the users (DeepFM's
    scores on its own training rows would be over-confident).
 """
@@ -18,6 +23,7 @@ import zlib
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -25,6 +31,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel
 from tqdm import tqdm
 
+from models.cooccurrence import CoOccurrence
 from models.diversity import CandidateList, DiversityHistory, train_diversity
 from models.encoder import ItemEncoder, ItemInput
 from models.ranking import Candidates, RankingModels, deepfm_logits, pair_dense
@@ -32,17 +39,30 @@ from models.reranker import DeepFMReranker, ItemFeatures, RerankerConfig, item_f
 from models.train_user import Step, UserTrainConfig, UserTrainHistory, state_of, train_user_tower
 from models.user_tower import UserTower
 
+# Below this many retrieved-target impressions (a small log), the missed ones are kept too.
+MIN_IMPRESSIONS = 200
+
 
 class RankingTrainConfig(BaseModel):
     user: UserTrainConfig = UserTrainConfig()
     candidates: int = 100
     popular_candidates: int = 20  # of the candidates, how many come from popularity
-    pop_unknown_rate: float = 0.25  # rows shown as "popularity unknown" in DeepFM training
-    impressions_per_user: int = 6
+    cooc_candidates: int = 30  # ... and how many from co-occurrence with the history
+    cooc_neighbours: int = 100  # neighbours kept per item in the shipped table
+    # Rows shown as a new item in DeepFM training (popularity AND co-occurrence unknown).
+    pop_unknown_rate: float = 0.25
+    impressions_per_user: int = 10
+    # Train on impressions whose clicked item no source retrieved (it is then added to the
+    # list). Off: such a positive looks like nothing retrieval ranks high, and most of them
+    # would teach DeepFM that its best signals (co-occurrence, ANN) do not matter, while
+    # serving only ever ranks retrieved candidates.
+    missed_targets: bool = False
     negatives: int = 24
     deepfm_epochs: int = 4
     deepfm_batch: int = 512
-    deepfm_lr: float = 1e-3
+    # 3e-3: at 1e-3 four epochs of a few thousand impressions left the loss near the
+    # constant predictor's (DeepFM ranked below its own co-occurrence input).
+    deepfm_lr: float = 3e-3
     diversity_epochs: int = 6
     seed: int = 0
 
@@ -130,12 +150,51 @@ def with_popular(ann_rows: Sequence[int], popular_rows: Sequence[int], exclude: 
     return out
 
 
+def merge_sources(sources: Sequence[tuple[Sequence[int], int]], exclude: set[int], n: int) -> list[int]:
+    """The candidate set from several ranked sources of catalog rows: each source's best
+    rows up to its quota, in source order, no repeats, none of ``exclude``; then, while
+    short of ``n`` (a source ran dry), the sources' further rows in the same order."""
+    out: list[int] = []
+    taken = set(exclude)
+
+    def take(rows: Sequence[int], quota: int) -> None:
+        for r in rows:
+            if quota <= 0 or len(out) >= n:
+                return
+            if r >= 0 and int(r) not in taken:
+                out.append(int(r))
+                taken.add(int(r))
+                quota -= 1
+
+    for rows, quota in sources:
+        take(rows, quota)
+    for rows, _ in sources:
+        take(rows, n)
+    return out
+
+
+def candidate_rows(
+    ann_rows: Sequence[int],
+    cooc_ids: Sequence[int],
+    popular_rows: Sequence[int],
+    catalog: Catalog,
+    exclude: set[int],
+    cfg: RankingTrainConfig,
+) -> list[int]:
+    """Content (ANN) + co-occurrence + popular candidates, ``cfg.candidates`` in all."""
+    n_ann = cfg.candidates - cfg.popular_candidates - cfg.cooc_candidates
+    cooc_rows = [catalog.row[p] for p in cooc_ids if p in catalog.row]
+    sources = [(ann_rows, n_ann), (cooc_rows, cfg.cooc_candidates), (popular_rows, cfg.popular_candidates)]
+    return merge_sources(sources, exclude, cfg.candidates)
+
+
 def _impressions(
     tower: UserTower,
     catalog: Catalog,
     sequences: dict[str, list[Step]],
     profiles: dict[str, dict[str, float | None]],
     popularity: Counter[int],
+    cooc: CoOccurrence,
     cfg: RankingTrainConfig,
 ) -> list[tuple[str, Candidates, int, np.ndarray, np.ndarray, list[float], list[ItemFeatures]]]:
     """(user, candidates, target index, user vector, history vectors, profile, history features)."""
@@ -151,17 +210,23 @@ def _impressions(
         uvecs = tower.encode(states)
         seen = [[s.product_id for s in seq[:t]] for t in positions]
         tops = exact_top(uvecs, catalog, seen, cfg.candidates)
+        own = Counter(s.product_id for s in seq)  # this user's interactions, left out below
         for j, t in enumerate(positions):
             hist_rows = [catalog.row[p] for p in seen[j] if p in catalog.row]
-            rows = with_popular(tops[j], popular, set(hist_rows), cfg.candidates, cfg.popular_candidates)
+            cooc_ids = cooc.candidates(seen[j], cfg.cooc_candidates + 20, set(seen[j]), own)
+            rows = candidate_rows(tops[j], cooc_ids, popular, catalog, set(hist_rows), cfg)
             target = catalog.row[seq[t].product_id]
+            if target not in rows and not cfg.missed_targets:
+                continue
             if target not in rows:  # the clicked item is an impression even if retrieval missed it
                 rows = [*rows[: cfg.candidates - 1], target]
+            ids = [int(catalog.ids[r]) for r in rows]
             cands = Candidates(
                 vectors=catalog.vectors[rows],
                 ann=catalog.vectors[rows] @ uvecs[j],
                 features=[catalog.features[r] for r in rows],
-                popularity=counts[rows],
+                popularity=counts[rows] - np.array([own[p] for p in ids], dtype=np.float32),
+                cooc=cooc.features(seen[j], ids, own),
             )
             out.append(
                 (
@@ -175,6 +240,13 @@ def _impressions(
                 )
             )
     return out
+
+
+def _cooc_scale(impressions: Sequence[tuple[str, Candidates, int, Any, Any, Any, Any]]) -> float:
+    """1 / the mean co-occurrence score of the training candidates that have one."""
+    scores = np.concatenate([c.cooc[:, 0] for _, c, *_ in impressions if c.cooc is not None] or [np.zeros(0)])
+    positive = scores[scores > 0]
+    return float(1.0 / positive.mean()) if len(positive) else 1.0
 
 
 def _train_deepfm(model: DeepFMReranker, x: np.ndarray, y: np.ndarray, cfg: RankingTrainConfig) -> list[float]:
@@ -220,7 +292,13 @@ def train_ranking(
 
     tower, user_hist = train_user_tower(sequences, vecs, profiles, context_of, cfg.user, log)
     popularity = Counter(s.product_id for seq in sequences.values() for s in seq)
-    impressions = _impressions(tower, catalog, sequences, profiles, popularity, cfg)
+    cooc = CoOccurrence.fit({u: [s.product_id for s in seq] for u, seq in sequences.items()}, cfg.cooc_neighbours)
+    log(f"co-occurrence: {len(cooc.ids)} items, {int((cooc.neighbours >= 0).sum())} neighbour pairs")
+    impressions = _impressions(tower, catalog, sequences, profiles, popularity, cooc, cfg)
+    if len(impressions) < MIN_IMPRESSIONS and not cfg.missed_targets:  # a tiny log: take every click
+        impressions = _impressions(
+            tower, catalog, sequences, profiles, popularity, cooc, cfg.model_copy(update={"missed_targets": True})
+        )
     # A stable hash (not Python's salted one) splits users: 3/4 DeepFM, 1/4 self-attention.
     quarter = {u for u, *_ in impressions if zlib.crc32(u.encode()) % 4 == 0}
     prices = np.array([math.log1p(f.price) for f in catalog.features])
@@ -230,6 +308,8 @@ def train_ranking(
         price_mean=float(prices.mean()),
         price_std=float(prices.std() or 1.0),
         pop_scale=math.log1p(max(popularity.values(), default=1)),
+        cooc=True,
+        cooc_scale=_cooc_scale(impressions),
     )
     deepfm = DeepFMReranker(rcfg, seed=cfg.seed)
     copied = deepfm.transfer(encoder.tower)
@@ -241,13 +321,10 @@ def train_ranking(
         negatives = [i for i in range(len(cands.ann)) if i != target]
         keep = [target, *rng.sample(negatives, min(cfg.negatives, len(negatives)))]
         uf = user_features(hist_feats, prof)
-        sub = Candidates(
-            cands.vectors[keep], cands.ann[keep], [cands.features[i] for i in keep], cands.popularity[keep]
-        )
-        dense = pair_dense(sub, hist)
+        dense = pair_dense(cands, hist)[keep]
         unknown = np.array([rng.random() < cfg.pop_unknown_rate for _ in keep])
-        dense[unknown, 2:4] = 0.0  # "popularity unknown", as for a brand-new product
-        xs.append(deepfm.matrix([uf] * len(keep), sub.features, dense))
+        dense[unknown, 2:7] = 0.0  # popularity and co-occurrence unknown, as for a brand-new product
+        xs.append(deepfm.matrix([uf] * len(keep), [cands.features[i] for i in keep], dense))
         ys.append(np.array([1.0] + [0.0] * (len(keep) - 1)))
     x, y = np.concatenate(xs), np.concatenate(ys)
     log(f"DeepFM: {len(y)} impressions ({int(y.sum())} positives)")
@@ -273,4 +350,4 @@ def train_ranking(
         transferred_rows=copied,
         seconds=time.perf_counter() - start,
     )
-    return RankingModels(tower, deepfm, diversity), report
+    return RankingModels(tower, deepfm, diversity, cooc), report

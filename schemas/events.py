@@ -116,6 +116,9 @@ class RecommendRequest(Event):
     exclude_seen: bool = True
     # MMR trade-off: 1.0 = pure relevance, lower = more diverse lists.
     diversity_lambda: Annotated[float, Field(ge=0.0, le=1.0)] = 0.8
+    # Of the top-k, up to this many slots for new items (no interactions yet), ranked by
+    # content; None = the model's default (``models.ranking.EXPLORE_SLOTS``), 0 = none.
+    explore_slots: Annotated[int, Field(ge=0, le=MAX_K)] | None = None
 
 
 class RecommendedItem(BaseModel):

@@ -15,8 +15,9 @@ import numpy as np
 
 from consumers.enrichment.rules import rules_re, text_to_std
 from consumers.vector_store import Hit, VectorStore, filter_expr
+from models.cooccurrence import CoOccurrence
 from models.encoder import ItemEncoder
-from models.ranking import Candidates, RankingModels, rank
+from models.ranking import EXPLORE_SLOTS, Candidates, RankingModels, rank
 from models.reranker import ItemFeatures, UserFeatures, item_features, user_features
 from models.user_tower import UserState
 from models.user_vector import KIND_WEIGHT, sequence_vector
@@ -83,6 +84,19 @@ FEATURE_CACHE = 200_000
 # ``models.train_ranking.with_popular``): content reaches new items, popularity what a
 # frozen content space cannot express.
 POPULAR_CANDIDATES = 20
+# ... and how many from co-occurrence with the history (``models.cooccurrence``, shipped in
+# the model version; as ``RankingTrainConfig.cooc_candidates``).
+COOC_CANDIDATES = 30
+
+
+def cooccurring(table: CoOccurrence | None, history: list[int], taken: set[int]) -> list[int]:
+    """Candidate ids co-occurring with the history, none of ``taken`` (no table: none)."""
+    return table.candidates(history, COOC_CANDIDATES, taken) if table is not None and history else []
+
+
+def cooc_features(table: CoOccurrence | None, history: list[int], ids: list[int]) -> np.ndarray | None:
+    """DeepFM's co-occurrence inputs per candidate (no table: None = unknown)."""
+    return table.features(history, ids) if table is not None else None
 
 
 class Recommender:
@@ -124,13 +138,13 @@ class Recommender:
             # Ids and scores only: the rows (title included) come from the store's row cache.
             results = await asyncio.to_thread(self.store.search_many, query, self.candidates, expr, ())
             hits = merge_hits(results, self.candidates)
-            hits, popular = self._with_popular(hits, seen)
+            hits, popular = self._with_popular(hits, seen, history)
             ids = [h.product_id for h in hits] + popular
             rows = await asyncio.to_thread(self.store.get, ids) if ids else {}
             hits += [_hit(rows[p]) for p in popular if p in rows and _matches(rows[p], req.filters)]
             timings["ann_ms"] = (clock() - t1) * 1000
             ranked = [h for h in hits if h.product_id in rows]
-            items = await asyncio.to_thread(self._rank, req, query[0], ranked, rows, history_rows, timings)
+            items = await asyncio.to_thread(self._rank, req, query[0], ranked, rows, history_rows, timings, history)
         timings["total_ms"] = (clock() - t0) * 1000
         return RecommendReply(
             request_id=req.request_id,
@@ -141,15 +155,18 @@ class Recommender:
             timings_ms={k: round(v, 3) for k, v in timings.items()},
         )
 
-    def _with_popular(self, hits: list[Hit], seen: set[int]) -> tuple[list[Hit], list[int]]:
-        """The best retrieved hits plus popular ids not among them (trained pipelines only)."""
+    def _with_popular(self, hits: list[Hit], seen: set[int], history: list[int]) -> tuple[list[Hit], list[int]]:
+        """The best retrieved hits plus co-occurring and popular ids not among them (trained
+        pipelines only), as ``models.train_ranking.candidate_rows`` offline."""
         if self.ranking.deepfm is None:
             return hits, []
-        keep = hits[: self.candidates - POPULAR_CANDIDATES]
+        keep = hits[: self.candidates - POPULAR_CANDIDATES - (COOC_CANDIDATES if self.ranking.cooccurrence else 0)]
         taken = {h.product_id for h in keep} | seen
+        cooc = cooccurring(self.ranking.cooccurrence, history, taken)
+        taken |= set(cooc)
         popular = [p for p, _ in self.popularity.top(POPULAR_CANDIDATES + len(taken), set()) if p not in taken]
         popular = popular[:POPULAR_CANDIDATES]
-        return keep, popular
+        return keep, cooc + popular
 
     def _context_vector(self, req: RecommendRequest) -> np.ndarray | None:
         if req.context and req.context.strip():
@@ -208,6 +225,7 @@ class Recommender:
         rows: dict[int, dict[str, Any]],
         history_rows: dict[int, dict[str, Any]],
         timings: dict[str, float],
+        history: list[int] | None = None,
     ) -> list[RecommendedItem]:
         if not hits:
             return []
@@ -217,11 +235,14 @@ class Recommender:
             ann=vecs @ user_vector,
             features=[self._item_features(rows[h.product_id]) for h in hits],
             popularity=np.array([self.popularity.counts[h.product_id] for h in hits], dtype=np.float32),
+            cooc=cooc_features(self.ranking.cooccurrence, history or [], [h.product_id for h in hits]),
         )
         hist_ids = list(history_rows)
         hist_vecs = np.array([history_rows[i]["vector"] for i in hist_ids], dtype=np.float32) if hist_ids else None
         user = self._user_features(req, history_rows)
-        order = rank(self.ranking, user_vector, user, cands, hist_vecs, req.k, req.diversity_lambda)
+        explore = EXPLORE_SLOTS if req.explore_slots is None else req.explore_slots  # per request, else the default
+        lam = req.diversity_lambda
+        order = rank(self.ranking, user_vector, user, cands, hist_vecs, req.k, lam, explore_slots=explore)
         timings.update(cands.timings_ms)
         return [
             RecommendedItem(

@@ -123,6 +123,6 @@ async def test_retrain_publishes_a_version_the_worker_swaps_to_without_dropping_
     # After the swap: the new item space's collection holds the whole catalog.
     new = registry.latest_manifest(stack.settings.models_path)
     assert new is not None and new.version == version and new.space == version
-    assert new.components == ["item_tower", "user_tower", "deepfm", "diversity"]
+    assert new.components == ["item_tower", "user_tower", "deepfm", "diversity", "cooccurrence"]
     new_store = VectorStore(stack.settings.milvus, stack.settings.collection_for(new.space))
     await _wait_count(new_store, len(ids))

@@ -172,9 +172,10 @@ def test_ranking_pipeline_trains_saves_loads_and_ranks(tmp_path: Path) -> None:
     manifest = registry.Manifest(version="rank-test", tower=base.tower.cfg, trained=True, item_space="v0-init")
     registry.save(tmp_path / "models", manifest, base.tower, base.std_vocab, ReVocab(), models)
     loaded = registry.load(tmp_path / "models", "rank-test")
-    assert loaded.manifest.components == ["item_tower", "user_tower", "deepfm", "diversity"]
+    assert loaded.manifest.components == ["item_tower", "user_tower", "deepfm", "diversity", "cooccurrence"]
     assert loaded.manifest.space == "v0-init"
-    assert all(m is not None for m in (loaded.ranking.user_tower, loaded.ranking.deepfm, loaded.ranking.diversity))
+    ranking = loaded.ranking
+    assert all(m is not None for m in (ranking.user_tower, ranking.deepfm, ranking.diversity, ranking.cooccurrence))
 
     pipeline = OfflinePipeline.from_split(catalog, loaded.ranking, split, profiles)
     for stage in ("two_tower", "deepfm", "mmr", "diversity"):
