@@ -2,12 +2,17 @@
 
     python -m bench.latency [--items 100000] [--users 1000] [--history 20] [--rate 50]
                             [--seconds 60] [--sweep 10,25] [--baseline-seconds 20] [--models DIR]
+                            [--stages trained|none] [--stage-epochs 1]
 
 Starts a real noida-db broker, an embedded Milvus and the real worker on free ports in a
 temp dir, seeds an ``--items`` catalog directly into the worker's Milvus collection
 (synthetic products of the sample's generator family, embedded with the worker's own
-``ItemEncoder``), publishes ``--history`` clicks for each of ``--users`` users (items of one
-or two fine categories each) and waits until the worker has applied them. Then, open loop,
+``ItemEncoder``, rows with their STD/RE features as the worker writes them). With
+``--stages trained`` (the default) the ranking stages (user tower, DeepFM, self-attention
+reranker) are first trained for ``--stage-epochs`` on the benchmark's users by ``tailor
+retrain``'s code, so every request runs the full path. It publishes ``--history`` clicks
+for each of ``--users`` users (items of one or two fine categories each) and waits until
+the worker has applied them. Then, open loop,
 ``--rate`` requests per second for ``--seconds`` (each sent on schedule whether or not the
 earlier ones were answered; latency counts from the scheduled time) go through
 ``RecommendClient`` for random users (``k=10``, seen items excluded). The ``--sweep`` rates
@@ -37,12 +42,13 @@ from typing import Any
 
 import numpy as np
 
+from bench import synth
 from bench.report import console, emit
 from bench.system import Catalog, System, ensure_model, open_loop, plot_latency, ratios, running, stats
 from consumers.producer import TailorProducer
 from consumers.recommend_client import RecommendClient
 from schemas import topics
-from schemas.events import Interaction, RecommendReply, RecommendRequest
+from schemas.events import Interaction, ProductEnriched, RecommendReply, RecommendRequest
 from streams.sequences import UserSequence
 
 GOAL_MS = 100.0
@@ -59,6 +65,14 @@ def make_users(catalog: Catalog, n: int, history: int, seed: int = 0) -> dict[st
         pool = np.concatenate([groups[f] for f in picked])
         users[f"lat-u{u}"] = [int(catalog.ids[i]) for i in rng.sample(list(pool), history)]
     return users
+
+
+def ranking_items(n: int, users: dict[str, list[int]], others: int = 20_000, seed: int = 0) -> list[ProductEnriched]:
+    """The seeded products the ranking stages train on: every clicked one plus ``others``
+    (their candidates); the whole 100k catalog would only make training slower."""
+    keep = {p for pids in users.values() for p in pids}
+    keep |= {synth.FIRST_ID + i for i in random.Random(seed).sample(range(n), min(others, n))}
+    return [synth.as_enriched(p) for p in synth.products(n, 0) if p.product_id in keep]
 
 
 def interactions(users: dict[str, list[int]]) -> list[Interaction]:
@@ -209,6 +223,14 @@ def main() -> None:
     ap.add_argument("--k", type=int, default=10)
     ap.add_argument("--models", type=Path, help="model dir (LATEST); default TAILOR_MODEL_DIR or train on sample")
     ap.add_argument("--keep", action="store_true", help="keep the temp data dir (logs)")
+    ap.add_argument(
+        "--stages",
+        choices=("trained", "none"),
+        default="trained",
+        help="trained: user tower, DeepFM and self-attention reranker trained on the bench's users first "
+        "(the full request path); none: the item tower only (multi-interest queries + MMR)",
+    )
+    ap.add_argument("--stage-epochs", type=int, default=1, help="epochs of each ranking stage (cost, not quality)")
     args = ap.parse_args()
     plan = [(float(r), args.sweep_seconds) for r in args.sweep.split(",") if r.strip()] + [(args.rate, args.seconds)]
     models = ensure_model(args.models)
@@ -217,9 +239,13 @@ def main() -> None:
     with running(models, keep=args.keep) as system:
         catalog = system.seed_catalog(args.items)
         console.print(f"seeded {len(catalog.ids):,} items directly into Milvus in {catalog.seconds:.0f}s")
+        users = make_users(catalog, args.users, args.history)
+        if args.stages == "trained":
+            t0 = time.perf_counter()
+            system.train_ranking_stages(ranking_items(args.items, users), interactions(users), args.stage_epochs)
+            console.print(f"ranking stages trained in {time.perf_counter() - t0:.0f}s")
         startup = system.start_worker()
         console.print(f"worker ready in {startup:.1f}s")
-        users = make_users(catalog, args.users, args.history)
         t0 = time.perf_counter()
         asyncio.run(publish_clicks(system, interactions(users)))
         console.print(f"{args.users * args.history:,} clicks applied in {time.perf_counter() - t0:.1f}s")

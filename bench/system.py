@@ -16,6 +16,7 @@ import contextlib
 import itertools
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -37,6 +38,7 @@ from consumers.vector_store import ItemRow, VectorStore
 from models import registry
 from schemas.events import ProductEnriched
 from schemas.settings import Settings
+from streams.products import item_row as product_row
 from streams.runtime import ChildProcess, broker_process, ensure_topics, free_port, milvus_process
 
 SEED_BATCH = 2000
@@ -200,15 +202,49 @@ class System:
 
     def stop(self) -> None:
         self.stop_worker()
-        if self.services is not None:
-            with contextlib.suppress(Exception):
-                self.services.store.close()
-            self.services = None
+        self.close_services()
         for child in reversed(self.started):
             child.stop()
         self.started.clear()
 
+    # ------------------------------------------------------------------ models
+    def train_ranking_stages(self, items: Sequence[ProductEnriched], clicks: Sequence[Any], epochs: int = 1) -> str:
+        """A model version with trained ranking stages (user tower, DeepFM, self-attention
+        reranker) over the seeded item space, trained on ``clicks`` (``Interaction``s) by
+        ``tailor retrain``'s own code, so the worker serves the full request path. Call
+        after seeding, before the worker starts. Written to a copy of the model directory
+        under this run's root (the shared bench model stays an item tower only). What is
+        measured is the stages' cost: a few epochs on synthetic users, not their quality."""
+        from models.interactions import Event, InteractionLog
+        from streams.retrain import RetrainOptions, retrain
+
+        private = self.root / "models"
+        version = registry.latest_version(self.models)
+        shutil.copytree(self.models / str(version), private / str(version))
+        (private / "LATEST").write_text(str(version))
+        self.models = private
+        self.base_env["TAILOR_MODEL_DIR"] = str(private.absolute())
+        events = [Event(c.user_id, c.product_id, c.ts.timestamp(), c.kind) for c in clicks]
+        log = InteractionLog("bench users", list(items), events, {})
+        opts = RetrainOptions(
+            user_epochs=epochs,
+            deepfm_epochs=epochs,
+            diversity_epochs=epochs,
+            publish=False,
+            evaluate=False,
+            version="bench-ranking",
+        )
+        manifest = retrain(self.settings, opts, log)
+        self.close_services()  # the next build_services loads the new version
+        return manifest.version
+
     # ------------------------------------------------------------------ catalog
+    def close_services(self) -> None:
+        if self.services is not None:
+            with contextlib.suppress(Exception):
+                self.services.store.close()
+            self.services = None
+
     def build_services(self) -> Any:
         """The worker's services (model, runtime RE vocabulary, Milvus collection, enricher,
         recommender) built in the benchmark process, once: the same code path as the worker."""
@@ -232,21 +268,13 @@ class System:
         for start in range(0, total, SEED_BATCH):
             batch = list(itertools.islice(items, SEED_BATCH))
             vectors = encoder.encode_growing(batch)
-            store.upsert(
-                [
-                    ItemRow(
-                        product_id=e.product_id,
-                        vector=v.tolist(),
-                        title=e.title[:300],
-                        coarse=e.coarse,
-                        fine=e.fine,
-                        gender=e.gender,
-                        price=e.price or 0.0,
-                        model_version=e.model_version or encoder.version,
-                    )
-                    for e, v in zip(batch, vectors, strict=True)
-                ]
-            )
+            # The worker's own row builder: the reranker reads the STD/RE ``features``.
+            version = {"model_version": encoder.version}
+            rows = [
+                product_row(e if e.model_version else e.model_copy(update=version), v.tolist())
+                for e, v in zip(batch, vectors, strict=True)
+            ]
+            store.upsert(rows)
             ids.extend(e.product_id for e in batch)
             fines.extend(e.fine for e in batch)
             vecs.append(vectors)
@@ -259,37 +287,11 @@ class System:
         return Catalog(np.asarray(ids, dtype=np.int64), vectors, fines, time.perf_counter() - t0)
 
 
-def quiet_idle_fetches(backoff_s: float = 0.002) -> None:
-    """In this benchmark process only (the worker is not touched): an aiokafka consumer
-    waits ``backoff_s`` after a fetch that brought no records. noida-db answers an empty
-    fetch at once instead of holding it for ``fetch_max_wait_ms``, so an idle aiokafka
-    consumer sends ~5,000 fetches/s and burns ~80% of a core (measured): the benchmark's
-    own RecommendClient would take that from the worker on a 2-core machine. With 2 ms:
-    ~390 fetches/s, ~12% of a core, ~1-2 ms more per reply."""
-    from aiokafka.consumer import fetcher
-
-    original = fetcher.Fetcher._proc_fetch_request  # noqa: SLF001
-    if getattr(original, "bench_backoff", False):
-        return
-
-    async def proc_fetch_request(self: Any, assignment: Any, node_id: Any, request: Any) -> bool:
-        got = await original(self, assignment, node_id, request)
-        if not got:
-            try:
-                await asyncio.sleep(backoff_s)
-            except asyncio.CancelledError:  # closing: as the original, a cancelled fetch yields nothing
-                return False
-        return got
-
-    proc_fetch_request.bench_backoff = True  # type: ignore[attr-defined]
-    fetcher.Fetcher._proc_fetch_request = proc_fetch_request  # type: ignore[method-assign]  # noqa: SLF001
-
-
 @contextlib.contextmanager
 def running(models: Path, keep: bool = False, **env: str) -> Iterator[System]:
     """Servers started (no worker yet) in a temp dir; everything stopped on exit. The
-    benchmark's own Kafka consumers stop spinning on empty fetches (``quiet_idle_fetches``)."""
-    quiet_idle_fetches()
+    benchmark's own Kafka consumers pause on empty fetches as the worker's do
+    (``consumers.idle_fetch``, applied by every client's settings)."""
     tmp = Path(tempfile.mkdtemp(prefix="tailor-bench-"))
     system = System(tmp, models, dict(env))
     try:
