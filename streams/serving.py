@@ -124,10 +124,13 @@ class Recommender:
         history = seq.product_ids() if seq else []
         seen = set(history) if req.exclude_seen else set()
         history_rows = await asyncio.to_thread(self.store.get, history) if history else {}
-        # The model stages run in worker threads, like the Milvus calls: torch and numpy
-        # release the GIL, so one request's towers overlap another's I/O and Python work
-        # instead of stalling the event loop (and the Kafka fetches) while they run.
-        query, strategy = await asyncio.to_thread(self._query, req, seq, history_rows)
+        # The context text is embedded here, on the event loop: the item tower grows its RE
+        # table there when a product brings new terms, and a thread could see an id before
+        # its row. The user tower and the ranking stages run in worker threads, like the
+        # Milvus calls: torch and numpy release the GIL, so one request's towers overlap
+        # another's I/O instead of stalling the event loop (and the Kafka fetches).
+        context = self._context_vector(req)
+        query, strategy = await asyncio.to_thread(self._query, req, seq, history_rows, context)
         timings["user_tower_ms"] = (clock() - t0) * 1000
         if query is None:
             items = await self._popular(req, seen)
@@ -174,10 +177,13 @@ class Recommender:
         return None
 
     def _query(
-        self, req: RecommendRequest, seq: UserSequence | None, rows: dict[int, dict[str, Any]]
+        self,
+        req: RecommendRequest,
+        seq: UserSequence | None,
+        rows: dict[int, dict[str, Any]],
+        context: np.ndarray | None,
     ) -> tuple[np.ndarray | None, str]:
         known = [it for it in (seq.items if seq else []) if it.product_id in rows]
-        context = self._context_vector(req)
         if not known and context is None:
             return None, "popular"
         if not known:
