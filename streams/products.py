@@ -64,8 +64,26 @@ def item_row(e: ProductEnriched, vector: list[float]) -> ItemRow:
         gender=e.gender,
         price=e.price or 0.0,
         model_version=e.model_version,
-        features=json.dumps({"std": e.std, "re": e.re}, ensure_ascii=False)[:16000],
+        features=features_json(e.std, e.re),
     )
+
+
+FEATURES_BYTES = 16_000  # under the Milvus VARCHAR (16384, counted in UTF-8 bytes)
+
+
+def features_json(std: dict[str, list[str]], re: dict[str, list[str]], limit: int = FEATURES_BYTES) -> str:
+    """The STD/RE JSON stored with the vector (what the reranker and a re-embedding read),
+    always valid JSON within ``limit`` bytes: past it, the last value of the longest list
+    (RE before STD on a tie) goes until it fits, instead of cutting the text mid-JSON."""
+    blocks = {"std": {k: list(v) for k, v in std.items()}, "re": {k: list(v) for k, v in re.items()}}
+    text = json.dumps(blocks, ensure_ascii=False)
+    while len(text.encode()) > limit:
+        lists = [v for name in ("re", "std") for v in blocks[name].values() if v]
+        if not lists:
+            return json.dumps({"std": {}, "re": {}})
+        max(lists, key=len).pop()
+        text = json.dumps(blocks, ensure_ascii=False)
+    return text
 
 
 def from_row(row: dict[str, Any]) -> ProductEnriched:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 from datetime import UTC, datetime, timedelta
 
 from consumers.enrichment import RulesEnricher
@@ -13,6 +14,7 @@ from schemas.events import DeadLetter, Filters, Interaction, ProductCreated
 from schemas.limits import MAX_MESSAGE_BYTES
 from streams.catalog import load_catalog
 from streams.deadletter import decode
+from streams.products import features_json
 from streams.sequences import Popularity, UserSequence
 from streams.serving import context_item, merge_hits
 from tests.factories import product
@@ -56,6 +58,17 @@ def test_popularity_counts_after_rebuild() -> None:
     pop.add(8)
     assert pop.top(5, exclude=set()) == [(7, 2), (8, 1)]
     assert pop.top(5, exclude={7}) == [(8, 1)]
+
+
+def test_stored_features_stay_valid_json_within_the_varchar() -> None:
+    std = {"color": ["Black"], "category": ["01outer_01coat"]}
+    re = {"fabric.feature": [f"кашемир_{i}" * 8 for i in range(400)], "fit.vibe": ["relaxed"]}
+    text = features_json(std, re, limit=4000)
+    kept = json.loads(text)  # valid JSON, not cut mid-way
+    assert len(text.encode()) <= 4000 and kept["std"] == std and kept["re"]["fit.vibe"] == ["relaxed"]
+    assert 0 < len(kept["re"]["fabric.feature"]) < 400
+    assert re["fabric.feature"][0] == kept["re"]["fabric.feature"][0]  # the first values are kept
+    assert features_json(std, {"fit.vibe": ["relaxed"]}) == json.dumps({"std": std, "re": {"fit.vibe": ["relaxed"]}})
 
 
 def test_popularity_ranking_is_reused_for_refresh_s() -> None:
