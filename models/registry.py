@@ -56,6 +56,12 @@ class Artifact:
     re_vocab_path: Path  # the RE vocabulary snapshot the tower's table was trained with
     ranking: RankingModels = field(default_factory=RankingModels)
 
+    @property
+    def trained_re_terms(self) -> int:
+        """How many RE ids the tower's table was trained with (the snapshot's length; only
+        the reserved ids without one): rows past it were added at run time."""
+        return len(ReVocab(self.re_vocab_path))
+
 
 def _write_atomic(path: Path, text: str) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")

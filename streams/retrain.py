@@ -73,10 +73,9 @@ def _encoder(settings: Settings, log: InteractionLog, opts: RetrainOptions, vers
     # vectors in Milvus agree; read into memory only: neither file may be appended to here.
     runtime = settings.vocab_file(current.manifest.version)
     source = runtime if runtime.exists() else current.re_vocab_path
-    vocab = ReVocab(source) if source.exists() else ReVocab()
+    vocab = ReVocab(source)  # a missing file: the reserved ids only
     vocab.path = None
-    trained_terms = len(ReVocab(current.re_vocab_path)) if current.re_vocab_path.exists() else 2
-    enc = ItemEncoder(current.tower, current.std_vocab, vocab, version, trained_terms)
+    enc = ItemEncoder(current.tower, current.std_vocab, vocab, version, current.trained_re_terms)
     return enc, current.tower, current.std_vocab, vocab, current.manifest.space, current.manifest.version
 
 

@@ -100,8 +100,7 @@ def make_live(
 ) -> Live:
     manifest = model.manifest
     vocab = runtime_vocab(settings, manifest.version, model.re_vocab_path, inherit_vocab)
-    trained_terms = len(ReVocab(model.re_vocab_path)) if model.re_vocab_path.exists() else 2
-    encoder = ItemEncoder(model.tower, model.std_vocab, vocab, manifest.version, trained_terms)
+    encoder = ItemEncoder(model.tower, model.std_vocab, vocab, manifest.version, model.trained_re_terms)
     if store is None:
         store = open_store(settings, manifest.space)
         store.ensure_collection()
