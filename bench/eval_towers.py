@@ -28,8 +28,9 @@ from models.train_user import UserTrainConfig
 from models.vocab import ReVocab, StdVocab
 
 # The per-request lambdas of the diversity rows (1.0 = relevance only): the self-attention
-# reranker at several, to trace the accuracy/diversity trade-off; MMR at the middle one.
-LAMBDAS = tuple(float(x) for x in os.environ.get("TAILOR_EVAL_LAMBDAS", "0.9,0.7,0.5").split(","))
+# reranker at several, to trace the accuracy/diversity trade-off (0.8 is the serving default,
+# ``RecommendRequest.diversity_lambda``); MMR at the middle one.
+LAMBDAS = tuple(float(x) for x in os.environ.get("TAILOR_EVAL_LAMBDAS", "0.9,0.8,0.7,0.5,0.3").split(","))
 
 
 # Item tower epochs per stage. `tailor train` uses 30 + 30; on 2 shared cores that is over an

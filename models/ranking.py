@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 
@@ -75,12 +76,20 @@ def explore(order: list[int], relevance: np.ndarray, unknown: np.ndarray, k: int
     return ([i for i in order if i not in drop] + extra)[:k]
 
 
-def deepfm_logits(
-    model: DeepFMReranker, user: UserFeatures, cands: Candidates, history: np.ndarray | None
-) -> np.ndarray:
-    p = model.score(model.matrix([user] * len(cands.features), cands.features, pair_dense(cands, history)))
+def deepfm_logits(model: DeepFMReranker, user: UserFeatures, cands: Candidates, dense: np.ndarray) -> np.ndarray:
+    """DeepFM's logit per candidate; ``dense`` = ``pair_dense(cands, history)``."""
+    p = model.score(model.matrix([user] * len(cands.features), cands.features, dense))
     p = np.clip(p, 1e-6, 1 - 1e-6)
     return np.log(p / (1 - p))
+
+
+def list_scores(model: DeepFMReranker, logits: np.ndarray, dense: np.ndarray, width: int) -> np.ndarray:
+    """The self-attention reranker's per-candidate scalars: the DeepFM logit, then (width
+    8) the pair inputs DeepFM saw, scaled as DeepFM scales them (``pair_inputs``), so the
+    listwise stage can weigh co-occurrence and popularity itself; width 2 (versions
+    trained before those inputs) = logit and retrieval score only."""
+    pair = model.pair_inputs(dense)
+    return np.concatenate([logits[:, None], pair[:, : width - 1]], axis=1).astype(np.float32)
 
 
 def rank(
@@ -101,17 +110,20 @@ def rank(
         return []
     t0 = time.perf_counter()
     relevance = cands.ann
+    dense = pair_dense(cands, history)
     if use_deepfm and models.deepfm is not None:
-        relevance = deepfm_logits(models.deepfm, user, cands, history)
+        relevance = deepfm_logits(models.deepfm, user, cands, dense)
     t1 = time.perf_counter()
     cands.timings_ms["deepfm_ms"] = (t1 - t0) * 1000
     if not use_diversity:
         order = list(np.argsort(-relevance, kind="stable")[:k])
     else:
+        redundancy: Literal["max", "mean"] = "max"  # no self-attention model: classic MMR
         if models.diversity is not None and use_deepfm and models.deepfm is not None:
-            scores = np.stack([relevance, cands.ann], axis=1)
+            scores = list_scores(models.deepfm, relevance, dense, models.diversity.cfg.scores)
             relevance = models.diversity.score(CandidateList(user_vector, cands.vectors, scores))
-        order = select(relevance, cands.vectors, k, lam)
+            redundancy = "mean"
+        order = select(relevance, cands.vectors, k, lam, redundancy)
     order = explore([int(i) for i in order], relevance, cands.popularity <= 0, k, explore_slots)
     cands.timings_ms["diversity_ms"] = (time.perf_counter() - t1) * 1000
     return [int(i) for i in order]

@@ -2,27 +2,39 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
 
 
-def mmr(relevance: np.ndarray, vectors: np.ndarray, k: int, lam: float) -> list[int]:
-    """Pick ``k`` indices greedily maximising ``lam * relevance - (1 - lam) * max
-    similarity to what is already picked``. ``vectors`` are L2-normalised rows."""
+def mmr(
+    relevance: np.ndarray, vectors: np.ndarray, k: int, lam: float, redundancy: Literal["max", "mean"] = "max"
+) -> list[int]:
+    """Pick ``k`` indices greedily maximising ``lam * relevance - (1 - lam) * redundancy``
+    with what is already picked. ``vectors`` are L2-normalised rows. Redundancy "max" is
+    classic MMR (similarity to the closest pick); "mean" is the mean similarity to the
+    picks, i.e. each pick's marginal effect on the list's ILD (mean pairwise distance), so
+    the greedy list trades relevance against exactly the diversity that is reported."""
     n = len(relevance)
     if n == 0:
         return []
     chosen: list[int] = []
-    closest = np.zeros(n)  # max similarity of each candidate to the chosen set (none yet: 0)
+    redundant = np.zeros(n)  # each candidate's redundancy with the chosen set (none yet: 0)
+    total = np.zeros(n)  # "mean": the summed similarities to the chosen
     available = np.ones(n, dtype=bool)
     for _ in range(min(k, n)):
-        score = np.where(available, lam * relevance - (1 - lam) * closest, -np.inf)
+        score = np.where(available, lam * relevance - (1 - lam) * redundant, -np.inf)
         best = int(np.argmax(score))
         # One row of similarities per pick (k x n), not the n x n matrix: on the request path
         # that matrix product was the reranker's largest cost.
         sims = vectors @ vectors[best]
-        closest = sims if not chosen else np.maximum(closest, sims)
         chosen.append(best)
         available[best] = False
+        if redundancy == "mean":
+            total += sims
+            redundant = total / len(chosen)
+        else:
+            redundant = sims if len(chosen) == 1 else np.maximum(redundant, sims)
     return chosen
 
 

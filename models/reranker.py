@@ -49,6 +49,8 @@ DENSE = (
 # Co-occurrence with the history (models.cooccurrence) + known flag: only in versions
 # trained with the component (``RerankerConfig.cooc``), so older versions still load.
 COOC_DENSE = ("cooc", "cooc_rel", "cooc_known")
+# The per-pair columns of ``DeepFMReranker.pair_inputs``, in its order.
+PAIR = ("ann", "hist_sim", "pop", "pop_known", *COOC_DENSE)
 
 
 @dataclass(frozen=True)
@@ -176,19 +178,24 @@ class DeepFMReranker:
             "user_std": _pad([u.std for u in users], c.max_user, c.std_size),
             "user_re": _pad([u.re for u in users], c.max_user, c.re_size),
             "price": price[:, None],
-            "ann": dense[:, :1],
-            "hist_sim": dense[:, 1:2],
-            "pop": (np.log1p(np.maximum(dense[:, 2:3], 0)) / max(c.pop_scale, 1e-6)).astype(np.float32),
-            "pop_known": dense[:, 3:4],
         }
+        pair = self.pair_inputs(dense)
+        for j, name in enumerate(PAIR):
+            parts[name] = pair[:, j : j + 1]
         for j, name in enumerate(DENSE[5:]):
             parts[name] = profile[:, j : j + 1]
-        cooc = dense[:, 4:7] if dense.shape[1] >= 7 else np.zeros((n, 3), np.float32)
-        parts["cooc"] = (cooc[:, :1] * c.cooc_scale).astype(np.float32)
-        parts["cooc_rel"] = cooc[:, 1:2]
-        parts["cooc_known"] = cooc[:, 2:3]
         ordered = sorted(self.model.feature_index.items(), key=lambda kv: kv[1][0])
         return np.concatenate([parts[name] for name, _ in ordered], axis=1).astype(np.float32)
+
+    def pair_inputs(self, dense: np.ndarray) -> np.ndarray:
+        """(n, 7) the pair's dense inputs as DeepFM sees them (columns ``PAIR``): ann,
+        hist_sim, pop (log count / ``pop_scale``), pop_known, cooc (x ``cooc_scale``),
+        cooc_rel, cooc_known. The self-attention reranker takes the same scaled columns."""
+        c = self.cfg
+        cooc = dense[:, 4:7] if dense.shape[1] >= 7 else np.zeros((len(dense), 3), np.float32)
+        pop = np.log1p(np.maximum(dense[:, 2:3], 0)) / max(c.pop_scale, 1e-6)
+        columns = [dense[:, :2], pop, dense[:, 3:4], cooc[:, :1] * c.cooc_scale, cooc[:, 1:3]]
+        return np.concatenate(columns, axis=1).astype(np.float32)
 
     @torch.inference_mode()
     def score(self, x: np.ndarray) -> np.ndarray:

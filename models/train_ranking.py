@@ -10,8 +10,9 @@
 3. DeepFM on those impressions, its STD/RE tables transferred from the item tower; a share
    of the rows is shown as a new item (popularity and co-occurrence unknown), so DeepFM
    learns to rank new items by content;
-4. the self-attention reranker on the lists of a disjoint quarter of the users (DeepFM's
-   scores on its own training rows would be over-confident).
+4. the self-attention reranker on every user's lists, scored by a DeepFM fitted on the
+   other half of the users (cross-fitting: DeepFM's scores on its own training rows would
+   be over-confident); the DeepFM that serves is fitted on all of them.
 """
 
 from __future__ import annotations
@@ -34,11 +35,21 @@ from tqdm import tqdm
 from models.cooccurrence import CoOccurrence
 from models.diversity import CandidateList, DiversityHistory, train_diversity
 from models.encoder import ItemEncoder, ItemInput
-from models.ranking import Candidates, RankingModels, deepfm_logits, pair_dense
-from models.reranker import DeepFMReranker, ItemFeatures, RerankerConfig, item_features, user_features
+from models.ranking import Candidates, RankingModels, deepfm_logits, list_scores, pair_dense
+from models.reranker import (
+    PAIR,
+    DeepFMReranker,
+    ItemFeatures,
+    RerankerConfig,
+    UserFeatures,
+    item_features,
+    user_features,
+)
 from models.train_user import Step, UserTrainConfig, UserTrainHistory, state_of, train_user_tower
 from models.user_tower import UserTower
 
+# The self-attention reranker's scalars per candidate: the DeepFM logit + its pair inputs.
+LIST_SCORES = 1 + len(PAIR)
 # Below this many retrieved-target impressions (a small log), the missed ones are kept too.
 MIN_IMPRESSIONS = 200
 
@@ -272,6 +283,46 @@ def _train_deepfm(model: DeepFMReranker, x: np.ndarray, y: np.ndarray, cfg: Rank
     return losses
 
 
+def _deepfm_rows(
+    deepfm: DeepFMReranker,
+    cands: Candidates,
+    target: int,
+    history: np.ndarray,
+    user: UserFeatures,
+    rng: random.Random,
+    cfg: RankingTrainConfig,
+) -> tuple[np.ndarray, np.ndarray]:
+    """One impression's DeepFM rows (x, y): the clicked candidate and ``cfg.negatives``
+    others; a share of them shown as a new item (popularity and co-occurrence unknown)."""
+    negatives = [i for i in range(len(cands.ann)) if i != target]
+    keep = [target, *rng.sample(negatives, min(cfg.negatives, len(negatives)))]
+    dense = pair_dense(cands, history)[keep]
+    unknown = np.array([rng.random() < cfg.pop_unknown_rate for _ in keep])
+    dense[unknown, 2:7] = 0.0  # popularity and co-occurrence unknown, as for a brand-new product
+    x = deepfm.matrix([user] * len(keep), [cands.features[i] for i in keep], dense)
+    return x, np.array([1.0] + [0.0] * (len(keep) - 1))
+
+
+def _candidate_list(
+    deepfm: DeepFMReranker,
+    cands: Candidates,
+    target: int,
+    user_vec: np.ndarray,
+    history: np.ndarray,
+    user: UserFeatures,
+    rng: random.Random,
+    cfg: RankingTrainConfig,
+) -> CandidateList:
+    """One training list of the self-attention reranker. As in DeepFM's rows, a share of the
+    candidates is shown as a new item (popularity and co-occurrence unknown, to DeepFM too),
+    so the listwise stage does not learn "unknown = never clicked" and bury new products."""
+    dense = pair_dense(cands, history)
+    unknown = np.array([rng.random() < cfg.pop_unknown_rate for _ in range(len(dense))])
+    dense[unknown, 2:7] = 0.0
+    logits = deepfm_logits(deepfm, user, cands, dense)
+    return CandidateList(user_vec, cands.vectors, list_scores(deepfm, logits, dense, LIST_SCORES), target)
+
+
 def train_ranking(
     encoder: ItemEncoder,
     catalog: Catalog,
@@ -299,8 +350,6 @@ def train_ranking(
         impressions = _impressions(
             tower, catalog, sequences, profiles, popularity, cooc, cfg.model_copy(update={"missed_targets": True})
         )
-    # A stable hash (not Python's salted one) splits users: 3/4 DeepFM, 1/4 self-attention.
-    quarter = {u for u, *_ in impressions if zlib.crc32(u.encode()) % 4 == 0}
     prices = np.array([math.log1p(f.price) for f in catalog.features])
     rcfg = RerankerConfig(
         std_size=len(encoder.std_vocab),
@@ -314,31 +363,31 @@ def train_ranking(
     deepfm = DeepFMReranker(rcfg, seed=cfg.seed)
     copied = deepfm.transfer(encoder.tower)
     log(f"DeepFM: transferred {copied} rows from the item tower")
-    xs, ys = [], []
-    for user, cands, target, _, hist, prof, hist_feats in impressions:
-        if user in quarter:
-            continue
-        negatives = [i for i in range(len(cands.ann)) if i != target]
-        keep = [target, *rng.sample(negatives, min(cfg.negatives, len(negatives)))]
-        uf = user_features(hist_feats, prof)
-        dense = pair_dense(cands, hist)[keep]
-        unknown = np.array([rng.random() < cfg.pop_unknown_rate for _ in keep])
-        dense[unknown, 2:7] = 0.0  # popularity and co-occurrence unknown, as for a brand-new product
-        xs.append(deepfm.matrix([uf] * len(keep), [cands.features[i] for i in keep], dense))
-        ys.append(np.array([1.0] + [0.0] * (len(keep) - 1)))
-    x, y = np.concatenate(xs), np.concatenate(ys)
+    rows = [
+        _deepfm_rows(deepfm, cands, target, hist, user_features(hf, prof), rng, cfg)
+        for _, cands, target, _, hist, prof, hf in impressions
+    ]
+    x, y = np.concatenate([r[0] for r in rows]), np.concatenate([r[1] for r in rows])
     log(f"DeepFM: {len(y)} impressions ({int(y.sum())} positives)")
     deepfm_loss = _train_deepfm(deepfm, x, y, cfg)
     log("DeepFM loss per epoch: " + ", ".join(f"{v:.4f}" for v in deepfm_loss))
+    # Cross-fitting: the self-attention reranker must see DeepFM's scores on lists DeepFM
+    # did not train on (on its own rows they are over-confident). Users fall in two halves
+    # by a stable hash (not Python's salted one); each half's lists are scored by a DeepFM
+    # fitted on the other half, so every user's lists teach the reranker, while the DeepFM
+    # that serves (above) is fitted on every user.
+    half = [zlib.crc32(u.encode()) % 2 for u, *_ in impressions]
+    scorers = []
+    for h in (0, 1):
+        other = [r for r, f in zip(rows, half, strict=True) if f != h]
+        model = DeepFMReranker(rcfg, seed=cfg.seed)
+        model.transfer(encoder.tower)
+        if other:
+            _train_deepfm(model, np.concatenate([r[0] for r in other]), np.concatenate([r[1] for r in other]), cfg)
+        scorers.append(model if other else deepfm)
     lists = [
-        CandidateList(
-            uvec,
-            cands.vectors,
-            np.stack([deepfm_logits(deepfm, user_features(hf, prof), cands, hist), cands.ann], axis=1),
-            target,
-        )
-        for user, cands, target, uvec, hist, prof, hf in impressions
-        if user in quarter
+        _candidate_list(scorers[h], cands, target, uvec, hist, user_features(hf, prof), rng, cfg)
+        for (_, cands, target, uvec, hist, prof, hf), h in zip(impressions, half, strict=True)
     ]
     diversity, div_hist = train_diversity(lists, epochs=cfg.diversity_epochs, seed=cfg.seed, log=log)
     report = RankingReport(

@@ -11,11 +11,12 @@ import pytest
 import torch
 
 from models import registry
-from models.diversity import CandidateList, SelfAttentionReranker, select, train_diversity
+from models.diversity import CandidateList, DiversityConfig, SelfAttentionReranker, select, train_diversity
 from models.encoder import ItemEncoder
 from models.interactions import Event, InteractionLog, leave_last_out
 from models.pipeline import OfflinePipeline, steps_by_user
 from models.ranking import Candidates, RankingModels, rank
+from models.rerank import intra_list_diversity, mmr
 from models.reranker import DeepFMReranker, RerankerConfig, item_features, user_features
 from models.train_ranking import RankingTrainConfig, build_catalog, category_queries, train_ranking
 from models.train_user import Step, UserTrainConfig, train_user_tower
@@ -138,6 +139,38 @@ def test_select_is_the_score_order_at_lambda_one_and_diversifies_below() -> None
     assert select(scores, vectors, 2, 0.3) == [0, 2]  # the near-duplicate of 0 waits
 
 
+def test_mean_redundancy_is_each_picks_effect_on_ild() -> None:
+    """After picking a and b, P is half-similar to both and Q similar to a but opposite to
+    b: classic MMR (max similarity) takes P, the mean similarity takes Q, and Q's list has
+    the higher ILD (mean pairwise distance 1.0 vs 0.67)."""
+    q = float(np.sqrt(1 - 0.72))
+    vectors = np.array([[1, 0, 0], [0, 1, 0], [0.5, 0.5, np.sqrt(0.5)], [0.6, -0.6, q]], dtype=np.float32)
+    relevance = np.array([1.0, 0.9, 0.8, 0.8])
+    by_max, by_mean = mmr(relevance, vectors, 3, 0.5, "max"), mmr(relevance, vectors, 3, 0.5, "mean")
+    assert by_max == [0, 1, 2] and by_mean == [0, 1, 3]
+    assert intra_list_diversity(vectors[by_mean]) == pytest.approx(1.0, abs=1e-5)
+    assert intra_list_diversity(vectors[by_max]) == pytest.approx(2 / 3, abs=1e-5)
+    assert mmr(relevance, vectors, 4, 1.0, "mean") == [0, 1, 2, 3]  # lambda 1: relevance order
+    # select (after the self-attention reranker) uses the mean; its MMR baseline the max
+    assert select(relevance * 5, vectors, 3, 0.5) == by_mean
+    assert select(relevance * 5, vectors, 3, 0.5, "max") == by_max
+
+
+def test_a_two_score_self_attention_reranker_of_an_older_version_still_ranks(tmp_path: Path) -> None:
+    items = catalog_items()
+    enc = encoder(tmp_path)
+    feats = [item_features(enc, it) for it in items[:12]]
+    deepfm = DeepFMReranker(RerankerConfig(std_size=len(enc.std_vocab), re_size=8, cooc=True))
+    rng = np.random.default_rng(2)
+    vecs = rng.normal(size=(12, 128)).astype(np.float32)
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    cands = Candidates(vecs, vecs @ vecs[0], feats, np.arange(12, dtype=np.float32), cooc=np.zeros((12, 2), np.float32))
+    for width in (2, 8):
+        models = RankingModels(None, deepfm, SelfAttentionReranker(DiversityConfig(scores=width)))
+        order = rank(models, vecs[0], user_features(feats[:2], None), cands, vecs[:2], 5, 0.7, explore_slots=0)
+        assert len(set(order)) == 5
+
+
 def test_self_attention_reranker_learns_to_put_the_clicked_item_first() -> None:
     rng = np.random.default_rng(0)
     lists = []
@@ -176,6 +209,7 @@ def test_ranking_pipeline_trains_saves_loads_and_ranks(tmp_path: Path) -> None:
     assert loaded.manifest.space == "v0-init"
     ranking = loaded.ranking
     assert all(m is not None for m in (ranking.user_tower, ranking.deepfm, ranking.diversity, ranking.cooccurrence))
+    assert ranking.diversity is not None and ranking.diversity.cfg.scores == 8  # logit + DeepFM's pair inputs
 
     pipeline = OfflinePipeline.from_split(catalog, loaded.ranking, split, profiles)
     for stage in ("two_tower", "deepfm", "mmr", "diversity"):
