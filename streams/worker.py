@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -53,10 +54,16 @@ def run_worker(settings: Settings, metrics_port: int = 0) -> None:
 
     from streams import agents
     from streams.app import app
+    from streams.runtime import ensure_topics
     from streams.services import build
 
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
     redact_secrets(settings)
+    # Idempotent: the topics with their partition counts and the group's start offsets
+    # (``init_group_offsets``), so a worker started on a fresh cluster without `tailor
+    # topics` neither gets auto-created one-partition topics nor skips records after its
+    # first rebalance. Also waits (30 s) for a broker that is still starting.
+    asyncio.run(ensure_topics(settings))
     agents.services = build(settings)
     if metrics_port:
         start_http_server(metrics_port)
