@@ -41,10 +41,15 @@ class Stack:
         self.worker: subprocess.Popen[bytes] | None = None
         self.base_env = dict(self.env)
 
-    def start(self) -> None:
+    def start(self, topics: bool = True) -> None:
+        """Broker, Milvus, then the worker; ``topics=False`` skips `tailor topics`' step
+        (a fresh cluster: the worker has to create them) and does not wait for the worker."""
         for child, port in ((self.broker, self.kafka_port), (self.milvus, self.milvus_port)):
             child.start()
             child.wait_port(port, 60)
+        if not topics:
+            self.spawn_worker()
+            return
         asyncio.run(ensure_topics(self.settings))
         self.start_worker()
 
