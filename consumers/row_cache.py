@@ -27,10 +27,19 @@ def _compact(row: Row) -> Row:
 
 
 class RowCache:
-    def __init__(self, ttl_s: float, max_rows: int, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        ttl_s: float,
+        max_rows: int,
+        clock: Callable[[], float] = time.monotonic,
+        on_lookup: Callable[[int, int], None] | None = None,
+    ) -> None:
+        """``on_lookup(hits, misses)`` after each lookup: the worker counts them in its
+        metrics (this layer knows no Prometheus)."""
         self.ttl_s = ttl_s
         self.max_rows = max_rows
         self.clock = clock
+        self.on_lookup = on_lookup
         self._rows: OrderedDict[int, tuple[float, Row]] = OrderedDict()  # oldest read first
         self._lock = threading.Lock()  # Milvus reads run in worker threads
         self.hits = 0
@@ -51,8 +60,10 @@ class RowCache:
                     found[pid] = entry[1]
                 else:
                     missing.append(pid)
-        self.hits += len(found)
-        self.misses += len(missing)
+            self.hits += len(found)
+            self.misses += len(missing)
+        if self.on_lookup is not None:
+            self.on_lookup(len(found), len(missing))
         return found, missing
 
     def put(self, rows: Iterable[Row]) -> None:

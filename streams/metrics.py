@@ -10,3 +10,11 @@ REQUEST_SECONDS = Histogram(
     "Recommendation request handling time",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
 )
+ROW_CACHE = Counter("tailor_row_cache_rows_total", "Milvus rows looked up in the worker's row cache", ["outcome"])
+_HITS, _MISSES = ROW_CACHE.labels("hit"), ROW_CACHE.labels("miss")
+
+
+def count_row_cache(hits: int, misses: int) -> None:
+    """``RowCache.on_lookup``: hit rate = hit / (hit + miss) of ``tailor_row_cache_rows_total``."""
+    _HITS.inc(hits)
+    _MISSES.inc(misses)

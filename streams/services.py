@@ -21,6 +21,7 @@ from models import registry
 from models.encoder import ItemEncoder
 from models.vocab import ReVocab
 from schemas.settings import Settings
+from streams import metrics
 from streams.products import ProductPipeline
 from streams.sequences import Popularity
 from streams.serving import Recommender
@@ -86,7 +87,7 @@ def active_collection(settings: Settings) -> str:
 
 def open_store(settings: Settings, space: str) -> VectorStore:
     token = settings.milvus_token.get_secret_value() if settings.milvus_token else None
-    cache = RowCache(settings.row_cache_ttl_s, settings.row_cache_rows)
+    cache = RowCache(settings.row_cache_ttl_s, settings.row_cache_rows, on_lookup=metrics.count_row_cache)
     return VectorStore(settings.milvus, settings.collection_for(space), token=token, cache=cache)
 
 

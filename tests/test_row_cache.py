@@ -85,3 +85,19 @@ def test_store_reads_each_row_once_in_request_order_and_own_upserts_win() -> Non
     assert sorted(milvus.read) == [1, 2, 9]  # the second get came from memory
     store.upsert([item(1, 99.0)])  # this process changed the product: never served stale
     assert store.get([1])[1]["price"] == 99.0
+
+
+def test_lookups_are_counted_in_the_workers_metrics() -> None:
+    from prometheus_client import REGISTRY
+
+    from streams.metrics import count_row_cache
+
+    def sample(outcome: str) -> float:
+        return REGISTRY.get_sample_value("tailor_row_cache_rows_total", {"outcome": outcome}) or 0.0
+
+    before = sample("hit"), sample("miss")
+    cache = RowCache(ttl_s=30, max_rows=10, on_lookup=count_row_cache)
+    cache.put([{"product_id": 1, "vector": [0.0]}])
+    cache.lookup([1, 2, 3])
+    assert (sample("hit") - before[0], sample("miss") - before[1]) == (1.0, 2.0)
+    assert (cache.hits, cache.misses) == (1, 2)
