@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -125,6 +125,20 @@ class VectorStore:
         except Exception as exc:  # noqa: BLE001 - UNIMPLEMENTED on milvus-lite; a plain collection of that name
             log.debug("alias %s -> %s not set: %s", alias, self.collection, exc)
             return False
+
+    def drop_others(self, prefix: str, keep: Collection[str]) -> list[str]:
+        """Drop every collection named ``prefix``* except ``keep`` (older item spaces);
+        returns what was dropped. Best effort: one that fails (e.g. another worker dropped it
+        first) is skipped."""
+        dropped = []
+        for name in self.client.list_collections():
+            if name.startswith(prefix) and name not in keep:
+                try:
+                    self.client.drop_collection(name)
+                    dropped.append(name)
+                except Exception as exc:  # noqa: BLE001 - gone already, or still aliased elsewhere
+                    log.warning("collection %s not dropped: %s", name, exc)
+        return dropped
 
     def upsert(self, rows: Sequence[ItemRow]) -> None:
         if rows:

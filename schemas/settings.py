@@ -35,6 +35,9 @@ class Settings(BaseSettings):
     # Point the alias <collection> at the live item space's collection (Milvus standalone /
     # cluster; milvus-lite has no aliases).
     milvus_alias: bool = False
+    # After a swap to a new item space, drop the collections of item spaces older than the
+    # one it replaced (the replaced one stays: other workers may still serve it).
+    drop_old_spaces: bool = True
 
     app_id: str = "tailor"
     model_dir: Path | None = None

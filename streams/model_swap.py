@@ -88,8 +88,24 @@ async def swap_to(services: Services, version: str) -> bool:
         old.products.mirror = None
         if not same_space:  # the old client outlives the requests that may still hold it
             asyncio.get_running_loop().call_later(60, old.store.close)
+            if services.settings.drop_old_spaces:
+                await _drop_older_spaces(services.settings, new.store, old.store.collection)
         log.info("model %s live (was %s; item space %s)", version, old.version, new.manifest.space)
         return True
+
+
+async def _drop_older_spaces(settings: Settings, live: VectorStore, previous: str) -> None:
+    """Only the live item space and the one it replaced are kept: a worker that has not
+    swapped yet serves (and mirrors from) the previous one; anything older is dead weight
+    (a rollback to an old version re-embeds from the live space, as any new space does)."""
+    keep = {live.collection, previous, settings.collection}  # the alias name is never a space
+    try:
+        dropped = await asyncio.to_thread(live.drop_others, f"{settings.collection}__", keep)
+    except Exception as exc:  # noqa: BLE001 - housekeeping must never fail a swap
+        log.warning("old item spaces not dropped: %s", exc)
+        return
+    if dropped:
+        log.info("dropped the collections of older item spaces: %s", ", ".join(dropped))
 
 
 def _decode(raw: bytes | None) -> ModelsUpdated | None:
