@@ -26,7 +26,10 @@ import numpy as np
 from scipy import sparse
 
 FILE = "cooccurrence.npz"
-BLOCK = 1024  # item rows per block of the co-occurrence product: bounds memory to BLOCK x items
+BLOCK = 1024  # item rows per block of the co-occurrence product (densified to find the top-n)
+# ... but at most this many dense cells per block (256 MB of float32): a 1M-item catalog
+# then takes 64 rows at a time instead of a 4 GB block.
+DENSE_CELLS = 64_000_000
 
 
 @dataclass
@@ -57,9 +60,10 @@ class CoOccurrence:
         n = min(top_n, max(len(ids) - 1, 1))
         neighbours = np.full((len(ids), n), -1, dtype=np.int64)
         sims = np.zeros((len(ids), n), dtype=np.float32)
-        for lo in range(0, len(ids), BLOCK):
-            block = (xt[lo : lo + BLOCK] @ x).toarray()
-            block /= np.sqrt(counts[lo : lo + BLOCK, None] * counts[None, :])
+        rows = max(1, min(BLOCK, DENSE_CELLS // max(len(ids), 1)))
+        for lo in range(0, len(ids), rows):
+            block = (xt[lo : lo + rows] @ x).toarray()
+            block /= np.sqrt(counts[lo : lo + rows, None] * counts[None, :])
             block[np.arange(len(block)), np.arange(lo, lo + len(block))] = 0.0  # not its own neighbour
             neighbours[lo : lo + len(block)], sims[lo : lo + len(block)] = _top(block, ids, n)
         return cls(ids, neighbours, sims, counts.astype(np.float32), decay)

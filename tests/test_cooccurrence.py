@@ -35,6 +35,18 @@ def test_sims_are_the_cosine_of_who_interacted() -> None:
     assert t.users[t.row[10]] == 3
 
 
+def test_small_blocks_give_the_same_table(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The memory bound (dense cells per block) changes how many rows a block takes, never
+    the result: one item row per block here."""
+    import models.cooccurrence as cooccurrence
+
+    whole = table()
+    monkeypatch.setattr(cooccurrence, "DENSE_CELLS", 1)
+    split = table()
+    assert np.array_equal(whole.neighbours, split.neighbours)
+    assert np.allclose(whole.sims, split.sims)
+
+
 def test_save_load_round_trip(tmp_path: Path) -> None:
     t = table()
     t.save(tmp_path / "v1")
