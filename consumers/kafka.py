@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from consumers.idle_fetch import pause_idle_fetches
@@ -19,7 +20,13 @@ def client_kwargs(settings: Settings) -> dict[str, Any]:
     if settings.kafka_security_protocol in ("SSL", "SASL_SSL"):
         from aiokafka.helpers import create_ssl_context
 
-        kwargs["ssl_context"] = create_ssl_context()
+        password = settings.kafka_ssl_key_password
+        kwargs["ssl_context"] = create_ssl_context(
+            cafile=_path(settings.kafka_ssl_cafile),
+            certfile=_path(settings.kafka_ssl_certfile),
+            keyfile=_path(settings.kafka_ssl_keyfile),
+            password=password.get_secret_value() if password else None,
+        )
     # SASL settings count under SASL_* only (aiokafka ignores them otherwise); with no
     # mechanism given, aiokafka's default PLAIN, which still needs the username/password.
     if settings.kafka_security_protocol.startswith("SASL_"):
@@ -28,3 +35,7 @@ def client_kwargs(settings: Settings) -> dict[str, Any]:
         if settings.kafka_sasl_password is not None:
             kwargs["sasl_plain_password"] = settings.kafka_sasl_password.get_secret_value()
     return kwargs
+
+
+def _path(path: Path | None) -> str | None:
+    return str(path) if path is not None else None

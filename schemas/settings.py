@@ -24,6 +24,12 @@ class Settings(BaseSettings):
     kafka_sasl_mechanism: str | None = None
     kafka_sasl_username: str | None = None
     kafka_sasl_password: SecretStr | None = None
+    # TLS (SSL / SASL_SSL): the CA bundle to trust (unset: the system's CAs) and, for brokers
+    # that authenticate clients by certificate, the client's certificate chain and key.
+    kafka_ssl_cafile: Path | None = None
+    kafka_ssl_certfile: Path | None = None
+    kafka_ssl_keyfile: Path | None = None
+    kafka_ssl_key_password: SecretStr | None = None
     # A pause after an empty fetch (consumers.idle_fetch): the embedded broker answers one
     # at once, and an idle consumer would spin; 0 turns it off.
     kafka_idle_fetch_backoff_ms: float = Field(default=2.0, ge=0, le=1000)

@@ -12,7 +12,12 @@ from schemas.settings import Settings
 
 
 def _secret_forms(settings: Settings) -> list[str]:
-    secrets = (settings.kafka_sasl_password, settings.openai_api_key, settings.milvus_token)
+    secrets = (
+        settings.kafka_sasl_password,
+        settings.kafka_ssl_key_password,
+        settings.openai_api_key,
+        settings.milvus_token,
+    )
     forms: set[str] = set()
     for value in (s.get_secret_value() for s in secrets if s is not None):
         forms |= {value, repr(value.encode())[2:-1]}  # as text and as logged bytes

@@ -7,11 +7,12 @@ from __future__ import annotations
 import base64
 import json
 import ssl
+from pathlib import Path
 from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
-from pydantic import BaseModel
+from pydantic import BaseModel, SecretStr
 
 from schemas.events import DeadLetter, Interaction, ProductCreated, RecommendRequest, ReenrichRequest
 from schemas.limits import (
@@ -244,6 +245,37 @@ def test_security_settings_pass_through_to_aiokafka_and_faust(security: dict[str
         dict(app.producer._settings_auth()),  # noqa: SLF001 - the producer's own auth kwargs
     ):
         assert _effective(theirs) == _effective(ours)
+
+
+TLS = Path(__file__).parent / "tls"
+
+
+def test_tls_files_reach_aiokafka_and_faust() -> None:
+    """A private CA replaces the system's, and a client certificate (its key behind a
+    password) is loaded, in the one SSL context every aiokafka client and faust use."""
+    from consumers.kafka import client_kwargs
+    from streams.app import create_app
+
+    s = Settings(
+        kafka_bootstrap="broker:9093",
+        kafka_security_protocol="SASL_SSL",
+        kafka_sasl_username="shop",
+        kafka_sasl_password="pw",
+        kafka_ssl_cafile=TLS / "ca.pem",
+        kafka_ssl_certfile=TLS / "client.pem",
+        kafka_ssl_keyfile=TLS / "client.key",
+        kafka_ssl_key_password="keypw",
+    )
+    ctx = client_kwargs(s)["ssl_context"]
+    subjects = [dict(pair[0] for pair in ca["subject"]) for ca in ctx.get_ca_certs()]
+    assert subjects == [{"commonName": "tailor-test-ca"}]  # only the configured CA
+    assert ctx.verify_mode == ssl.CERT_REQUIRED and ctx.check_hostname
+    app = create_app(s)
+    theirs = app.conf.broker_credentials.ssl_context
+    assert [dict(p[0] for p in ca["subject"]) for ca in theirs.get_ca_certs()] == subjects
+    with pytest.raises(ssl.SSLError):  # the key's password is really used
+        client_kwargs(s.model_copy(update={"kafka_ssl_key_password": SecretStr("wrong")}))
+    assert "keypw" not in repr(s) and "keypw" not in s.model_dump_json()
 
 
 def test_secrets_stay_out_of_settings_repr_and_dumps(monkeypatch: pytest.MonkeyPatch) -> None:
