@@ -146,3 +146,14 @@ def test_rebalance_end_stops_the_flow_before_faust_resumes_and_seeks() -> None:
 
         asyncio.run(patched(SimpleNamespace(app=app), 7, _original=original))
         assert seen == [(True, True, 7)], name
+
+
+def test_worker_freezes_its_startup_heap() -> None:
+    import gc
+
+    from streams.worker import freeze_startup_heap
+
+    try:
+        assert freeze_startup_heap() > 0 and gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
