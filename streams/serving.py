@@ -29,7 +29,7 @@ from schemas.events import (
     RecommendReply,
     RecommendRequest,
 )
-from streams.products import from_row
+from streams.products import row_item
 from streams.sequences import Popularity, UserSequence
 
 
@@ -215,7 +215,7 @@ class Recommender:
         if found is None:
             if len(self._features) >= FEATURE_CACHE:
                 self._features.clear()
-            found = self._features[key] = item_features(self.encoder, from_row(row), row.get("price"))
+            found = self._features[key] = item_features(self.encoder, row_item(row), row.get("price"))
         return found
 
     def _user_features(self, req: RecommendRequest, history_rows: dict[int, dict[str, Any]]) -> UserFeatures:
