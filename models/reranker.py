@@ -110,6 +110,9 @@ class RerankerConfig(BaseModel):
     cooc_scale: float = 1.0
 
 
+ITEM_ROWS_KEPT = 200_000  # items whose matrix columns a reranker keeps (then it starts over)
+
+
 def _pad(rows: Sequence[Sequence[int]], width: int, limit: int) -> np.ndarray:
     out = np.zeros((len(rows), width), dtype=np.float32)
     for i, row in enumerate(rows):
@@ -146,6 +149,8 @@ class DeepFMReranker:
             task="binary",
             device="cpu",
         )
+        self._column_order = [name for name, _ in sorted(self.model.feature_index.items(), key=lambda kv: kv[1][0])]
+        self._item_rows: dict[ItemFeatures, np.ndarray] = {}
 
     def transfer(self, tower: ItemTower) -> dict[str, int]:
         """Copy the tower's STD/RE rows into the shared "std"/"re" tables; returns rows copied."""
@@ -158,37 +163,71 @@ class DeepFMReranker:
                 copied[name] = n
         return copied
 
+    def _item_row(self, item: ItemFeatures) -> np.ndarray:
+        """coarse, fine, colour, the padded STD and RE ids, z-scored log price: what the
+        matrix needs of one item, kept per item (the same candidates come back request
+        after request; ~8 us of Python per item per request before)."""
+        row = self._item_rows.get(item)
+        if row is None:
+            c = self.cfg
+            row = np.zeros(4 + c.max_std + c.max_re, dtype=np.float32)
+            row[:3] = (item.coarse, item.fine, item.color)
+            row[3 : 3 + c.max_std] = _pad([item.std], c.max_std, c.std_size)[0]
+            row[3 + c.max_std : -1] = _pad([item.re], c.max_re, c.re_size)[0]
+            row[-1] = (math.log1p(item.price) - c.price_mean) / c.price_std
+            if len(self._item_rows) >= ITEM_ROWS_KEPT:
+                self._item_rows.clear()
+            self._item_rows[item] = row
+        return row
+
+    def _user_rows(self, users: Sequence[UserFeatures]) -> np.ndarray:
+        """(n, 1 + 2 * max_user + 6): user_fine, the padded STD and RE ids, the profile;
+        one row computed and repeated when every pair has the same user (serving)."""
+        c = self.cfg
+        distinct = users[:1] if users and all(u is users[0] for u in users) else users
+        rows = np.concatenate(
+            [
+                np.array([[u.fine] for u in distinct], dtype=np.float32).reshape(len(distinct), 1),
+                _pad([u.std for u in distinct], c.max_user, c.std_size),
+                _pad([u.re for u in distinct], c.max_user, c.re_size),
+                np.array([u.profile for u in distinct], dtype=np.float32).reshape(len(distinct), 6),
+            ],
+            axis=1,
+        )
+        return np.repeat(rows, len(users), axis=0) if len(distinct) < len(users) else rows
+
     def matrix(self, users: Sequence[UserFeatures], items: Sequence[ItemFeatures], dense: np.ndarray) -> np.ndarray:
         """The deepctr input matrix, columns in the model's ``feature_index`` order.
         ``dense``: (n, 4) = ann, hist_sim, interaction count, known flag per pair, then
         optionally co-occurrence score, relative score, known flag (absent = unknown)."""
         c = self.cfg
         n = len(items)
-        price = np.array([(math.log1p(it.price) - c.price_mean) / c.price_std for it in items], dtype=np.float32)
-        profile = np.array([u.profile for u in users], dtype=np.float32).reshape(n, 6)
+        width = 4 + c.max_std + c.max_re
+        item = np.stack([self._item_row(it) for it in items]) if n else np.zeros((0, width), np.float32)
+        user = self._user_rows(users)
+        s, r, u = 3 + c.max_std, 3 + c.max_std + c.max_re, 1 + 2 * c.max_user
         parts = {
-            "coarse": np.array([[it.coarse] for it in items], dtype=np.float32).reshape(n, 1),
-            "fine": np.array([[it.fine] for it in items], dtype=np.float32).reshape(n, 1),
-            "color": np.array([[it.color] for it in items], dtype=np.float32).reshape(n, 1),
-            "user_fine": np.array([[u.fine] for u in users], dtype=np.float32).reshape(n, 1),
-            "std": _pad([it.std for it in items], c.max_std, c.std_size),
-            "re": _pad([it.re for it in items], c.max_re, c.re_size),
-            "user_std": _pad([u.std for u in users], c.max_user, c.std_size),
-            "user_re": _pad([u.re for u in users], c.max_user, c.re_size),
-            "price": price[:, None],
+            "coarse": item[:, 0:1],
+            "fine": item[:, 1:2],
+            "color": item[:, 2:3],
+            "user_fine": user[:, 0:1],
+            "std": item[:, 3:s],
+            "re": item[:, s:r],
+            "user_std": user[:, 1 : 1 + c.max_user],
+            "user_re": user[:, 1 + c.max_user : u],
+            "price": item[:, r : r + 1],
             "ann": dense[:, :1],
             "hist_sim": dense[:, 1:2],
             "pop": (np.log1p(np.maximum(dense[:, 2:3], 0)) / max(c.pop_scale, 1e-6)).astype(np.float32),
             "pop_known": dense[:, 3:4],
         }
         for j, name in enumerate(DENSE[5:]):
-            parts[name] = profile[:, j : j + 1]
+            parts[name] = user[:, u + j : u + j + 1]
         cooc = dense[:, 4:7] if dense.shape[1] >= 7 else np.zeros((n, 3), np.float32)
         parts["cooc"] = (cooc[:, :1] * c.cooc_scale).astype(np.float32)
         parts["cooc_rel"] = cooc[:, 1:2]
         parts["cooc_known"] = cooc[:, 2:3]
-        ordered = sorted(self.model.feature_index.items(), key=lambda kv: kv[1][0])
-        return np.concatenate([parts[name] for name, _ in ordered], axis=1).astype(np.float32)
+        return np.concatenate([parts[name] for name in self._column_order], axis=1).astype(np.float32)
 
     @torch.inference_mode()
     def score(self, x: np.ndarray) -> np.ndarray:
