@@ -38,7 +38,7 @@ import torch
 from pydantic import BaseModel
 from safetensors.torch import load_file, save_file
 
-from models.deepctr import DeepFM, DenseFeat, SparseFeat, VarLenSparseFeat
+from models.deepctr import DeepFM, DenseFeat, SequencePoolingLayer, SparseFeat, VarLenSparseFeat
 from models.encoder import ItemEncoder, ItemInput
 from models.item_tower import ItemTower
 
@@ -151,6 +151,13 @@ class DeepFMReranker:
         )
         self._column_order = [name for name, _ in sorted(self.model.feature_index.items(), key=lambda kv: kv[1][0])]
         self._item_rows: dict[ItemFeatures, np.ndarray] = {}
+        index = self.model.feature_index
+        self._sparse = [(f.embedding_name, *index[f.name]) for f in self.columns if isinstance(f, SparseFeat)]
+        self._varlen = [(f.embedding_name, *index[f.name]) for f in self.columns if isinstance(f, VarLenSparseFeat)]
+        self._dense = [index[f.name] for f in self.columns if isinstance(f, DenseFeat)]
+        # Every VarLen feature is a masked mean; deepctr builds a new pooling module (an
+        # nn.Module __init__ and .to()) for each of them in every forward.
+        self._pool = SequencePoolingLayer(mode="mean", supports_masking=True)
 
     def transfer(self, tower: ItemTower) -> dict[str, int]:
         """Copy the tower's STD/RE rows into the shared "std"/"re" tables; returns rows copied."""
@@ -229,11 +236,36 @@ class DeepFMReranker:
         parts["cooc_known"] = cooc[:, 2:3]
         return np.concatenate([parts[name] for name in self._column_order], axis=1).astype(np.float32)
 
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """deepctr's ``DeepFM.forward`` (linear + FM + DNN, sigmoid) with the same modules
+        and the same operations in the same order, so the same numbers (a test holds it to
+        the library's forward), minus its per-call overhead: the feature columns filtered
+        again and a pooling module constructed per VarLen feature (8 per call)."""
+        m, linear = self.model, self.model.linear_model
+        embedded, weights = [], []  # the FM/DNN embeddings and the linear part's, per feature
+        for name, lo, hi in self._sparse:
+            ids = x[:, lo:hi].long()
+            embedded.append(m.embedding_dict[name](ids))
+            weights.append(linear.embedding_dict[name](ids))
+        for name, lo, hi in self._varlen:
+            ids = x[:, lo:hi].long()
+            mask = ids != 0
+            embedded.append(self._pool([m.embedding_dict[name](ids), mask]))
+            weights.append(self._pool([linear.embedding_dict[name](ids), mask]))
+        dense = torch.cat([x[:, lo:hi] for lo, hi in self._dense], dim=-1)
+        logit = x.new_zeros((x.shape[0], 1))
+        logit += torch.sum(torch.cat(weights, dim=-1), dim=-1, keepdim=False)
+        logit += dense.matmul(linear.weight)
+        logit += m.fm(torch.cat(embedded, dim=1))
+        deep = torch.cat([torch.flatten(torch.cat(embedded, dim=-1), start_dim=1), dense], dim=-1)
+        logit += m.dnn_linear(m.dnn(deep))
+        return m.out(logit)
+
     @torch.inference_mode()
     def score(self, x: np.ndarray) -> np.ndarray:
         if self.model.training:  # eval() walks every submodule: ~0.5 ms a request when done always
             self.model.eval()
-        return self.model(torch.from_numpy(x)).numpy().ravel()
+        return self.forward(torch.from_numpy(x)).numpy().ravel()
 
     def save(self, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)

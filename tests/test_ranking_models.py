@@ -190,6 +190,28 @@ def test_deepfm_matrix_with_kept_item_rows_equals_the_column_by_column_build(tmp
     )
 
 
+def test_deepfm_forward_gives_the_numbers_of_deepctrs_own_forward(tmp_path: Path) -> None:
+    enc = encoder(tmp_path)
+    items = catalog_items(4)
+    enc.encode_growing(items)
+    feats = [item_features(enc, it, it.price) for it in items]
+    rng = np.random.default_rng(1)
+    for cooc in (False, True):
+        model = DeepFMReranker(
+            RerankerConfig(std_size=len(enc.std_vocab), re_size=enc.tower.re_emb.num_embeddings, cooc=cooc)
+        )
+        model.transfer(enc.tower)
+        with torch.no_grad():  # weights away from their near-zero init, so every term counts
+            for p in model.model.parameters():
+                p.add_(torch.from_numpy(rng.normal(scale=0.1, size=tuple(p.shape)).astype(np.float32)))
+        model.model.eval()
+        users = [user_features(feats[i : i + 3], None) for i in range(len(feats))]
+        x = torch.from_numpy(model.matrix(users, feats, rng.normal(size=(len(feats), 7)).astype(np.float32)))
+        with torch.inference_mode():
+            assert torch.equal(model.forward(x), model.model(x))
+        assert np.array_equal(model.score(x.numpy()), model.model(x).detach().numpy().ravel())
+
+
 def test_select_is_the_score_order_at_lambda_one_and_diversifies_below() -> None:
     vectors = np.array([[1, 0], [0.99, 0.141], [0, 1]], dtype=np.float32)
     scores = np.array([3.0, 2.9, 1.0])
