@@ -89,14 +89,21 @@ POPULAR_CANDIDATES = 20
 COOC_CANDIDATES = 30
 
 
-def cooccurring(table: CoOccurrence | None, history: list[int], taken: set[int]) -> list[int]:
-    """Candidate ids co-occurring with the history, none of ``taken`` (no table: none)."""
-    return table.candidates(history, COOC_CANDIDATES, taken) if table is not None and history else []
+def cooccurring(
+    table: CoOccurrence | None, history: list[int], taken: set[int], scores: dict[int, float] | None = None
+) -> list[int]:
+    """Candidate ids co-occurring with the history, none of ``taken`` (no table: none);
+    ``scores``: the table's scores for the history, when computed already."""
+    if table is None or not history:
+        return []
+    return table.candidates(history, COOC_CANDIDATES, taken, scores=scores)
 
 
-def cooc_features(table: CoOccurrence | None, history: list[int], ids: list[int]) -> np.ndarray | None:
+def cooc_features(
+    table: CoOccurrence | None, history: list[int], ids: list[int], scores: dict[int, float] | None = None
+) -> np.ndarray | None:
     """DeepFM's co-occurrence inputs per candidate (no table: None = unknown)."""
-    return table.features(history, ids) if table is not None else None
+    return table.features(history, ids, scores=scores) if table is not None else None
 
 
 class Recommender:
@@ -178,16 +185,24 @@ class Recommender:
         # Ids and scores only: the rows (title included) come from the store's row cache.
         results = self.store.search_many(query, self.candidates, expr, ())
         hits = merge_hits(results, self.candidates)
-        hits, extra = self._with_popular(hits, seen, history, popular)
+        # The history's co-occurrence scores, once: candidates and DeepFM inputs both read them.
+        table = self.ranking.cooccurrence
+        cooc = table.scores(history) if table is not None and self.ranking.deepfm is not None else None
+        hits, extra = self._with_popular(hits, seen, history, popular, cooc)
         ids = [h.product_id for h in hits] + extra
         rows = self.store.get(ids) if ids else {}
         hits += [_hit(rows[p]) for p in extra if p in rows and _matches(rows[p], req.filters)]
         timings["ann_ms"] = (clock() - t1) * 1000
         ranked = [h for h in hits if h.product_id in rows]
-        return self._rank(req, query[0], ranked, rows, history_rows, timings, history)
+        return self._rank(req, query[0], ranked, rows, history_rows, timings, history, cooc)
 
     def _with_popular(
-        self, hits: list[Hit], seen: set[int], history: list[int], ranked: list[tuple[int, int]]
+        self,
+        hits: list[Hit],
+        seen: set[int],
+        history: list[int],
+        ranked: list[tuple[int, int]],
+        cooc_scores: dict[int, float] | None = None,
     ) -> tuple[list[Hit], list[int]]:
         """The best retrieved hits plus co-occurring and popular ids not among them (trained
         pipelines only), as ``models.train_ranking.candidate_rows`` offline. ``ranked``:
@@ -197,7 +212,7 @@ class Recommender:
             return hits, []
         keep = hits[: self.candidates - POPULAR_CANDIDATES - (COOC_CANDIDATES if self.ranking.cooccurrence else 0)]
         taken = {h.product_id for h in keep} | seen
-        cooc = cooccurring(self.ranking.cooccurrence, history, taken)
+        cooc = cooccurring(self.ranking.cooccurrence, history, taken, cooc_scores)
         taken |= set(cooc)
         popular = [p for p, _ in ranked[: POPULAR_CANDIDATES + len(taken)] if p not in taken]
         popular = popular[:POPULAR_CANDIDATES]
@@ -264,6 +279,7 @@ class Recommender:
         history_rows: dict[int, dict[str, Any]],
         timings: dict[str, float],
         history: list[int] | None = None,
+        cooc_scores: dict[int, float] | None = None,
     ) -> list[RecommendedItem]:
         if not hits:
             return []
@@ -273,7 +289,7 @@ class Recommender:
             ann=vecs @ user_vector,
             features=[self._item_features(rows[h.product_id]) for h in hits],
             popularity=np.array([self.popularity.counts[h.product_id] for h in hits], dtype=np.float32),
-            cooc=cooc_features(self.ranking.cooccurrence, history or [], [h.product_id for h in hits]),
+            cooc=cooc_features(self.ranking.cooccurrence, history or [], [h.product_id for h in hits], cooc_scores),
         )
         hist_ids = list(history_rows)
         hist_vecs = np.array([history_rows[i]["vector"] for i in hist_ids], dtype=np.float32) if hist_ids else None
