@@ -50,6 +50,7 @@ from consumers.recommend_client import RecommendClient
 from schemas import topics
 from schemas.events import Interaction, ProductEnriched, RecommendReply, RecommendRequest
 from streams.sequences import UserSequence
+from streams.worker import freeze_startup_heap
 
 GOAL_MS = 100.0
 
@@ -146,6 +147,7 @@ async def through_kafka(system: System, user_ids: list[str], rate: float, second
 async def in_process(system: System, users: dict[str, list[int]], rate: float, seconds: float, k: int) -> Samples:
     """The worker's request path in this process: the same Recommender, no Kafka."""
     recommender = system.build_services().recommender
+    freeze_startup_heap()  # as the worker does once its models are loaded
     sequences = {}
     for e in interactions(users):
         sequences.setdefault(e.user_id, UserSequence()).add(e, system.settings.sequence_length)

@@ -17,13 +17,15 @@ from aiokafka.consumer import fetcher
 
 _original = fetcher.Fetcher._proc_fetch_request  # noqa: SLF001
 _backoff_s = 0.0
+_OWN_PAUSE = "_tailor_idle_backoff_s"  # a consumer's own pause, on its fetcher
 
 
 async def _proc_fetch_request(self: Any, assignment: Any, node_id: Any, request: Any) -> bool:
     got = await _original(self, assignment, node_id, request)
-    if not got and _backoff_s > 0:
+    backoff_s = getattr(self, _OWN_PAUSE, _backoff_s)
+    if not got and backoff_s > 0:
         try:
-            await asyncio.sleep(_backoff_s)
+            await asyncio.sleep(backoff_s)
         except asyncio.CancelledError:  # closing: as the original, a cancelled fetch yields nothing
             return False
     return got
@@ -34,3 +36,14 @@ def pause_idle_fetches(backoff_ms: float) -> None:
     global _backoff_s
     _backoff_s = max(backoff_ms, 0.0) / 1000.0
     fetcher.Fetcher._proc_fetch_request = _proc_fetch_request  # type: ignore[method-assign]  # noqa: SLF001
+
+
+def pause_consumer_idle_fetches(consumer: Any, backoff_ms: float) -> None:
+    """This started consumer's own pause after an empty fetch, instead of the process's: for
+    a consumer of a topic that is written rarely and read without hurry (a model update), whose
+    fetch loop would otherwise cost as much CPU as the request path's, in the worker and in
+    the broker. Call after ``start()`` (aiokafka builds the fetcher there)."""
+    fetch = getattr(consumer, "_fetcher", None)
+    if fetch is None:
+        raise RuntimeError("pause_consumer_idle_fetches: start the consumer first")
+    setattr(fetch, _OWN_PAUSE, max(backoff_ms, 0.0) / 1000.0)

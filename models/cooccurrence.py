@@ -101,16 +101,30 @@ class CoOccurrence:
         return np.where((shared > 0.5) & (denom > 0), shared / np.where(denom > 0, denom, 1.0), 0.0)
 
     def candidates(
-        self, history: Sequence[int], n: int, exclude: Collection[int] = (), own: Collection[int] = ()
+        self,
+        history: Sequence[int],
+        n: int,
+        exclude: Collection[int] = (),
+        own: Collection[int] = (),
+        scores: dict[int, float] | None = None,
     ) -> list[int]:
-        """The ``n`` best-scoring product ids for the history, none of ``exclude``."""
-        ranked = sorted(self.scores(history, own).items(), key=lambda kv: (-kv[1], kv[0]))
+        """The ``n`` best-scoring product ids for the history, none of ``exclude``
+        (``scores``: ``self.scores(history, own)`` when the caller has it already)."""
+        scores = self.scores(history, own) if scores is None else scores
+        ranked = sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))
         return [p for p, _ in ranked if p not in exclude][:n]
 
-    def features(self, history: Sequence[int], product_ids: Sequence[int], own: Collection[int] = ()) -> np.ndarray:
+    def features(
+        self,
+        history: Sequence[int],
+        product_ids: Sequence[int],
+        own: Collection[int] = (),
+        scores: dict[int, float] | None = None,
+    ) -> np.ndarray:
         """(n, 2) per candidate: co-occurrence score with the history, known flag (the item
-        has interactions; with ``own`` given, interactions of other users)."""
-        scores = self.scores(history, own)
+        has interactions; with ``own`` given, interactions of other users; ``scores`` as in
+        ``candidates``)."""
+        scores = self.scores(history, own) if scores is None else scores
         out = np.zeros((len(product_ids), 2), dtype=np.float32)
         for i, p in enumerate(product_ids):
             r = self.row.get(int(p))

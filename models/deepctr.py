@@ -35,6 +35,7 @@ def _import_quietly() -> None:
 _import_quietly()
 
 from deepctr_torch.inputs import DenseFeat, SparseFeat, VarLenSparseFeat  # noqa: E402
+from deepctr_torch.layers.sequence import SequencePoolingLayer  # noqa: E402
 from deepctr_torch.models import DeepFM  # noqa: E402
 
-__all__ = ["DeepFM", "DenseFeat", "SparseFeat", "VarLenSparseFeat"]
+__all__ = ["DeepFM", "DenseFeat", "SequencePoolingLayer", "SparseFeat", "VarLenSparseFeat"]

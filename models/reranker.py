@@ -38,7 +38,7 @@ import torch
 from pydantic import BaseModel
 from safetensors.torch import load_file, save_file
 
-from models.deepctr import DeepFM, DenseFeat, SparseFeat, VarLenSparseFeat
+from models.deepctr import DeepFM, DenseFeat, SequencePoolingLayer, SparseFeat, VarLenSparseFeat
 from models.encoder import ItemEncoder, ItemInput
 from models.item_tower import ItemTower
 
@@ -112,6 +112,9 @@ class RerankerConfig(BaseModel):
     cooc_scale: float = 1.0
 
 
+ITEM_ROWS_KEPT = 200_000  # items whose matrix columns a reranker keeps (then it starts over)
+
+
 def _pad(rows: Sequence[Sequence[int]], width: int, limit: int) -> np.ndarray:
     out = np.zeros((len(rows), width), dtype=np.float32)
     for i, row in enumerate(rows):
@@ -148,6 +151,15 @@ class DeepFMReranker:
             task="binary",
             device="cpu",
         )
+        self._column_order = [name for name, _ in sorted(self.model.feature_index.items(), key=lambda kv: kv[1][0])]
+        self._item_rows: dict[ItemFeatures, np.ndarray] = {}
+        index = self.model.feature_index
+        self._sparse = [(f.embedding_name, *index[f.name]) for f in self.columns if isinstance(f, SparseFeat)]
+        self._varlen = [(f.embedding_name, *index[f.name]) for f in self.columns if isinstance(f, VarLenSparseFeat)]
+        self._dense = [index[f.name] for f in self.columns if isinstance(f, DenseFeat)]
+        # Every VarLen feature is a masked mean; deepctr builds a new pooling module (an
+        # nn.Module __init__ and .to()) for each of them in every forward.
+        self._pool = SequencePoolingLayer(mode="mean", supports_masking=True)
 
     def transfer(self, tower: ItemTower) -> dict[str, int]:
         """Copy the tower's STD/RE rows into the shared "std"/"re" tables; returns rows copied."""
@@ -160,32 +172,91 @@ class DeepFMReranker:
                 copied[name] = n
         return copied
 
+    def _item_row(self, item: ItemFeatures) -> np.ndarray:
+        """coarse, fine, colour, the padded STD and RE ids, z-scored log price: what the
+        matrix needs of one item, kept per item (the same candidates come back request
+        after request; ~8 us of Python per item per request before)."""
+        row = self._item_rows.get(item)
+        if row is None:
+            c = self.cfg
+            row = np.zeros(4 + c.max_std + c.max_re, dtype=np.float32)
+            row[:3] = (item.coarse, item.fine, item.color)
+            row[3 : 3 + c.max_std] = _pad([item.std], c.max_std, c.std_size)[0]
+            row[3 + c.max_std : -1] = _pad([item.re], c.max_re, c.re_size)[0]
+            row[-1] = (math.log1p(item.price) - c.price_mean) / c.price_std
+            if len(self._item_rows) >= ITEM_ROWS_KEPT:
+                self._item_rows.clear()
+            self._item_rows[item] = row
+        return row
+
+    def _user_rows(self, users: Sequence[UserFeatures]) -> np.ndarray:
+        """(n, 1 + 2 * max_user + 6): user_fine, the padded STD and RE ids, the profile;
+        one row computed and repeated when every pair has the same user (serving)."""
+        c = self.cfg
+        distinct = users[:1] if users and all(u is users[0] for u in users) else users
+        rows = np.concatenate(
+            [
+                np.array([[u.fine] for u in distinct], dtype=np.float32).reshape(len(distinct), 1),
+                _pad([u.std for u in distinct], c.max_user, c.std_size),
+                _pad([u.re for u in distinct], c.max_user, c.re_size),
+                np.array([u.profile for u in distinct], dtype=np.float32).reshape(len(distinct), 6),
+            ],
+            axis=1,
+        )
+        return np.repeat(rows, len(users), axis=0) if len(distinct) < len(users) else rows
+
     def matrix(self, users: Sequence[UserFeatures], items: Sequence[ItemFeatures], dense: np.ndarray) -> np.ndarray:
         """The deepctr input matrix, columns in the model's ``feature_index`` order.
         ``dense``: (n, 4) = ann, hist_sim, interaction count, known flag per pair, then
         optionally co-occurrence score, relative score, known flag (absent = unknown)."""
         c = self.cfg
         n = len(items)
-        price = np.array([(math.log1p(it.price) - c.price_mean) / c.price_std for it in items], dtype=np.float32)
-        profile = np.array([u.profile for u in users], dtype=np.float32).reshape(n, 6)
+        width = 4 + c.max_std + c.max_re
+        item = np.stack([self._item_row(it) for it in items]) if n else np.zeros((0, width), np.float32)
+        user = self._user_rows(users)
+        s, r, u = 3 + c.max_std, 3 + c.max_std + c.max_re, 1 + 2 * c.max_user
         parts = {
-            "coarse": np.array([[it.coarse] for it in items], dtype=np.float32).reshape(n, 1),
-            "fine": np.array([[it.fine] for it in items], dtype=np.float32).reshape(n, 1),
-            "color": np.array([[it.color] for it in items], dtype=np.float32).reshape(n, 1),
-            "user_fine": np.array([[u.fine] for u in users], dtype=np.float32).reshape(n, 1),
-            "std": _pad([it.std for it in items], c.max_std, c.std_size),
-            "re": _pad([it.re for it in items], c.max_re, c.re_size),
-            "user_std": _pad([u.std for u in users], c.max_user, c.std_size),
-            "user_re": _pad([u.re for u in users], c.max_user, c.re_size),
-            "price": price[:, None],
+            "coarse": item[:, 0:1],
+            "fine": item[:, 1:2],
+            "color": item[:, 2:3],
+            "user_fine": user[:, 0:1],
+            "std": item[:, 3:s],
+            "re": item[:, s:r],
+            "user_std": user[:, 1 : 1 + c.max_user],
+            "user_re": user[:, 1 + c.max_user : u],
+            "price": item[:, r : r + 1],
         }
         pair = self.pair_inputs(dense)
         for j, name in enumerate(PAIR):
             parts[name] = pair[:, j : j + 1]
         for j, name in enumerate(DENSE[5:]):
-            parts[name] = profile[:, j : j + 1]
-        ordered = sorted(self.model.feature_index.items(), key=lambda kv: kv[1][0])
-        return np.concatenate([parts[name] for name, _ in ordered], axis=1).astype(np.float32)
+            parts[name] = user[:, u + j : u + j + 1]
+        return np.concatenate([parts[name] for name in self._column_order], axis=1).astype(np.float32)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """deepctr's ``DeepFM.forward`` (linear + FM + DNN, sigmoid) with the same modules
+        and the same operations in the same order, so the same numbers (a test holds it to
+        the library's forward), minus its per-call overhead: the feature columns filtered
+        again and a pooling module constructed per VarLen feature (8 per call)."""
+        m, linear = self.model, self.model.linear_model
+        embedded, weights = [], []  # the FM/DNN embeddings and the linear part's, per feature
+        for name, lo, hi in self._sparse:
+            ids = x[:, lo:hi].long()
+            embedded.append(m.embedding_dict[name](ids))
+            weights.append(linear.embedding_dict[name](ids))
+        for name, lo, hi in self._varlen:
+            ids = x[:, lo:hi].long()
+            mask = ids != 0
+            embedded.append(self._pool([m.embedding_dict[name](ids), mask]))
+            weights.append(self._pool([linear.embedding_dict[name](ids), mask]))
+        dense = torch.cat([x[:, lo:hi] for lo, hi in self._dense], dim=-1)
+        logit = x.new_zeros((x.shape[0], 1))
+        logit += torch.sum(torch.cat(weights, dim=-1), dim=-1, keepdim=False)
+        logit += dense.matmul(linear.weight)
+        logit += m.fm(torch.cat(embedded, dim=1))
+        deep = torch.cat([torch.flatten(torch.cat(embedded, dim=-1), start_dim=1), dense], dim=-1)
+        logit += m.dnn_linear(m.dnn(deep))
+        return m.out(logit)
 
     def pair_inputs(self, dense: np.ndarray) -> np.ndarray:
         """(n, 7) the pair's dense inputs as DeepFM sees them (columns ``PAIR``): ann,
@@ -201,7 +272,7 @@ class DeepFMReranker:
     def score(self, x: np.ndarray) -> np.ndarray:
         if self.model.training:  # eval() walks every submodule: ~0.5 ms a request when done always
             self.model.eval()
-        return self.model(torch.from_numpy(x)).numpy().ravel()
+        return self.forward(torch.from_numpy(x)).numpy().ravel()
 
     def save(self, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 from consumers.enrichment import Enricher, Enrichment
@@ -84,6 +85,32 @@ def features_json(std: dict[str, list[str]], re: dict[str, list[str]], limit: in
         max(lists, key=len).pop()
         text = json.dumps(blocks, ensure_ascii=False)
     return text
+
+
+@dataclass(frozen=True)
+class RowItem:
+    """What the item features read of a stored row (``models.encoder.ItemInput``)."""
+
+    title: str
+    std: dict[str, list[str]]
+    re: dict[str, list[str]]
+    coarse: str
+    fine: str
+
+
+def row_item(row: dict[str, Any]) -> RowItem:
+    """A Milvus row as the reranker's item input, for the request path: the same fields as
+    ``from_row`` without building (and validating) a whole ``ProductEnriched`` event with a
+    fresh uuid4 event id and timestamps: a new candidate's features took 31-33 us with it,
+    21 us without (the stored row was validated when it was written)."""
+    feats = json.loads(row.get("features") or "{}")
+    return RowItem(
+        title=row.get("title") or "-",
+        std=feats.get("std", {}),
+        re=feats.get("re", {}),
+        coarse=row.get("coarse", ""),
+        fine=row.get("fine", ""),
+    )
 
 
 def from_row(row: dict[str, Any]) -> ProductEnriched:

@@ -29,7 +29,7 @@ from schemas.events import (
     RecommendReply,
     RecommendRequest,
 )
-from streams.products import from_row
+from streams.products import row_item
 from streams.sequences import Popularity, UserSequence
 
 
@@ -89,14 +89,21 @@ POPULAR_CANDIDATES = 20
 COOC_CANDIDATES = 30
 
 
-def cooccurring(table: CoOccurrence | None, history: list[int], taken: set[int]) -> list[int]:
-    """Candidate ids co-occurring with the history, none of ``taken`` (no table: none)."""
-    return table.candidates(history, COOC_CANDIDATES, taken) if table is not None and history else []
+def cooccurring(
+    table: CoOccurrence | None, history: list[int], taken: set[int], scores: dict[int, float] | None = None
+) -> list[int]:
+    """Candidate ids co-occurring with the history, none of ``taken`` (no table: none);
+    ``scores``: the table's scores for the history, when computed already."""
+    if table is None or not history:
+        return []
+    return table.candidates(history, COOC_CANDIDATES, taken, scores=scores)
 
 
-def cooc_features(table: CoOccurrence | None, history: list[int], ids: list[int]) -> np.ndarray | None:
+def cooc_features(
+    table: CoOccurrence | None, history: list[int], ids: list[int], scores: dict[int, float] | None = None
+) -> np.ndarray | None:
     """DeepFM's co-occurrence inputs per candidate (no table: None = unknown)."""
-    return table.features(history, ids) if table is not None else None
+    return table.features(history, ids, scores=scores) if table is not None else None
 
 
 class Recommender:
@@ -123,31 +130,26 @@ class Recommender:
         t0 = clock()
         history = seq.product_ids() if seq else []
         seen = set(history) if req.exclude_seen else set()
-        history_rows = await asyncio.to_thread(self.store.get, history) if history else {}
         # The context text is embedded here, on the event loop: the item tower grows its RE
         # table there when a product brings new terms, and a thread could see an id before
-        # its row. The user tower and the ranking stages run in worker threads, like the
-        # Milvus calls: torch and numpy release the GIL, so one request's towers overlap
-        # another's I/O instead of stalling the event loop (and the Kafka fetches).
+        # its row. The rest runs in two worker-thread calls (history rows + user tower, then
+        # search + candidate rows + ranking): torch, numpy and the Milvus client release the
+        # GIL, so one request's towers overlap another's I/O instead of stalling the event
+        # loop (and the Kafka fetches), and each hop to a thread and back (a wake-up of each
+        # side, slow when the CPU is oversubscribed) is paid twice per request, not 5 times.
         context = self._context_vector(req)
-        query, strategy = await asyncio.to_thread(self._query, req, seq, history_rows, context)
+        query, strategy, history_rows = await asyncio.to_thread(self._user_query, req, seq, history, context)
         timings["user_tower_ms"] = (clock() - t0) * 1000
         if query is None:
             items = await self._popular(req, seen)
             strategy = "popular"
         else:
-            t1 = clock()
-            expr = filter_expr(req.filters, sorted(seen))
-            # Ids and scores only: the rows (title included) come from the store's row cache.
-            results = await asyncio.to_thread(self.store.search_many, query, self.candidates, expr, ())
-            hits = merge_hits(results, self.candidates)
-            hits, popular = self._with_popular(hits, seen, history)
-            ids = [h.product_id for h in hits] + popular
-            rows = await asyncio.to_thread(self.store.get, ids) if ids else {}
-            hits += [_hit(rows[p]) for p in popular if p in rows and _matches(rows[p], req.filters)]
-            timings["ann_ms"] = (clock() - t1) * 1000
-            ranked = [h for h in hits if h.product_id in rows]
-            items = await asyncio.to_thread(self._rank, req, query[0], ranked, rows, history_rows, timings, history)
+            # Ranked here, on the loop, where the interaction agent updates the counts; the
+            # longest prefix ``_with_popular`` can read (cached for ``refresh_s``).
+            popular = self.popularity.top(POPULAR_CANDIDATES + COOC_CANDIDATES + self.candidates + len(seen), set())
+            items = await asyncio.to_thread(
+                self._retrieve_and_rank, req, query, seen, history, history_rows, popular, timings, clock
+            )
         timings["total_ms"] = (clock() - t0) * 1000
         return RecommendReply(
             request_id=req.request_id,
@@ -158,16 +160,61 @@ class Recommender:
             timings_ms={k: round(v, 3) for k, v in timings.items()},
         )
 
-    def _with_popular(self, hits: list[Hit], seen: set[int], history: list[int]) -> tuple[list[Hit], list[int]]:
+    def _user_query(
+        self, req: RecommendRequest, seq: UserSequence | None, history: list[int], context: np.ndarray | None
+    ) -> tuple[np.ndarray | None, str, dict[int, dict[str, Any]]]:
+        """(query vectors, strategy, the history's rows), in a worker thread."""
+        history_rows = self.store.get(history) if history else {}
+        query, strategy = self._query(req, seq, history_rows, context)
+        return query, strategy, history_rows
+
+    def _retrieve_and_rank(
+        self,
+        req: RecommendRequest,
+        query: np.ndarray,
+        seen: set[int],
+        history: list[int],
+        history_rows: dict[int, dict[str, Any]],
+        popular: list[tuple[int, int]],
+        timings: dict[str, float],
+        clock: Callable[[], float],
+    ) -> list[RecommendedItem]:
+        """Milvus top-N, the candidate rows, the ranking stages; in a worker thread."""
+        t1 = clock()
+        expr = filter_expr(req.filters, sorted(seen))
+        # Ids and scores only: the rows (title included) come from the store's row cache.
+        results = self.store.search_many(query, self.candidates, expr, ())
+        hits = merge_hits(results, self.candidates)
+        # The history's co-occurrence scores, once: candidates and DeepFM inputs both read them.
+        table = self.ranking.cooccurrence
+        cooc = table.scores(history) if table is not None and self.ranking.deepfm is not None else None
+        hits, extra = self._with_popular(hits, seen, history, popular, cooc)
+        ids = [h.product_id for h in hits] + extra
+        rows = self.store.get(ids) if ids else {}
+        hits += [_hit(rows[p]) for p in extra if p in rows and _matches(rows[p], req.filters)]
+        timings["ann_ms"] = (clock() - t1) * 1000
+        ranked = [h for h in hits if h.product_id in rows]
+        return self._rank(req, query[0], ranked, rows, history_rows, timings, history, cooc)
+
+    def _with_popular(
+        self,
+        hits: list[Hit],
+        seen: set[int],
+        history: list[int],
+        ranked: list[tuple[int, int]],
+        cooc_scores: dict[int, float] | None = None,
+    ) -> tuple[list[Hit], list[int]]:
         """The best retrieved hits plus co-occurring and popular ids not among them (trained
-        pipelines only), as ``models.train_ranking.candidate_rows`` offline."""
+        pipelines only), as ``models.train_ranking.candidate_rows`` offline. ``ranked``:
+        ``Popularity.top`` of at least ``POPULAR_CANDIDATES + COOC_CANDIDATES +
+        candidates + len(seen)`` items, so its prefix is what ``top`` would give here."""
         if self.ranking.deepfm is None:
             return hits, []
         keep = hits[: self.candidates - POPULAR_CANDIDATES - (COOC_CANDIDATES if self.ranking.cooccurrence else 0)]
         taken = {h.product_id for h in keep} | seen
-        cooc = cooccurring(self.ranking.cooccurrence, history, taken)
+        cooc = cooccurring(self.ranking.cooccurrence, history, taken, cooc_scores)
         taken |= set(cooc)
-        popular = [p for p, _ in self.popularity.top(POPULAR_CANDIDATES + len(taken), set()) if p not in taken]
+        popular = [p for p, _ in ranked[: POPULAR_CANDIDATES + len(taken)] if p not in taken]
         popular = popular[:POPULAR_CANDIDATES]
         return keep, cooc + popular
 
@@ -215,7 +262,7 @@ class Recommender:
         if found is None:
             if len(self._features) >= FEATURE_CACHE:
                 self._features.clear()
-            found = self._features[key] = item_features(self.encoder, from_row(row), row.get("price"))
+            found = self._features[key] = item_features(self.encoder, row_item(row), row.get("price"))
         return found
 
     def _user_features(self, req: RecommendRequest, history_rows: dict[int, dict[str, Any]]) -> UserFeatures:
@@ -232,6 +279,7 @@ class Recommender:
         history_rows: dict[int, dict[str, Any]],
         timings: dict[str, float],
         history: list[int] | None = None,
+        cooc_scores: dict[int, float] | None = None,
     ) -> list[RecommendedItem]:
         if not hits:
             return []
@@ -241,7 +289,7 @@ class Recommender:
             ann=vecs @ user_vector,
             features=[self._item_features(rows[h.product_id]) for h in hits],
             popularity=np.array([self.popularity.counts[h.product_id] for h in hits], dtype=np.float32),
-            cooc=cooc_features(self.ranking.cooccurrence, history or [], [h.product_id for h in hits]),
+            cooc=cooc_features(self.ranking.cooccurrence, history or [], [h.product_id for h in hits], cooc_scores),
         )
         hist_ids = list(history_rows)
         hist_vecs = np.array([history_rows[i]["vector"] for i in hist_ids], dtype=np.float32) if hist_ids else None

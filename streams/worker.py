@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from typing import Any
 
@@ -54,6 +55,19 @@ def redact_secrets(settings: Settings) -> None:
     logging.setLogRecordFactory(record_factory)
 
 
+def freeze_startup_heap() -> int:
+    """Move every object alive now (imported modules, the loaded models) out of the
+    collector's reach; returns how many. A full (gen2) collection walks every tracked
+    object: ~330k after importing torch, faust and pydantic, a 200-230 ms pause in which no
+    request moves (measured on the request path at 50/s, 100k items). These objects live
+    as long as the process, so the collector has nothing to find among them; frozen, the
+    collections that remain walk the runtime's own objects (caches, tables): 40 ms at
+    most in the same run. Objects freed later are still freed by reference counting."""
+    gc.collect()
+    gc.freeze()
+    return gc.get_freeze_count()
+
+
 def run_worker(settings: Settings, metrics_port: int = 0) -> None:
     import faust
 
@@ -70,6 +84,8 @@ def run_worker(settings: Settings, metrics_port: int = 0) -> None:
     # first rebalance. Also waits (30 s) for a broker that is still starting.
     asyncio.run(ensure_topics(settings))
     agents.services = build(settings)
+    frozen = freeze_startup_heap()
+    logging.getLogger("tailor.worker").info("%d startup objects frozen (out of the collector's walks)", frozen)
     if metrics_port:
         start_http_server(metrics_port)
     worker = faust.Worker(app, loglevel=settings.log_level, override_logging=False)

@@ -122,3 +122,12 @@ def test_pair_dense_carries_co_occurrence_and_serving_helpers_match() -> None:
     assert cooc_features(None, [10], ids) is None
     assert cooccurring(t, [10], {11}) == [12, 14]
     assert cooccurring(None, [10], set()) == []
+
+
+def test_scores_computed_once_give_the_same_candidates_and_features() -> None:
+    t = table()
+    for history in ([10], [10, 11], [12, 10, 14], []):
+        scores = t.scores(history)
+        ids = [11, 12, 13, 14]
+        assert cooccurring(t, history, {11}, scores) == cooccurring(t, history, {11})
+        assert np.array_equal(cooc_features(t, history, ids, scores), cooc_features(t, history, ids))

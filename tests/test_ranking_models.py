@@ -3,6 +3,7 @@ transfer, the self-attention reranker, their training and their artifacts."""
 
 from __future__ import annotations
 
+import math
 import random
 from pathlib import Path
 
@@ -130,6 +131,86 @@ def test_deepfm_matrix_follows_the_feature_index_and_drops_unknown_ids(tmp_path:
     lo, _ = model.model.feature_index["fine"]
     assert x[0, lo] == enc.std_vocab.id("fine", items[0].fine)
     assert np.isfinite(model.score(x)).all()
+
+
+def _reference_matrix(model: DeepFMReranker, users: list, items: list, dense: np.ndarray) -> np.ndarray:
+    """The matrix built column by column, as before the per-item rows were kept."""
+    c = model.cfg
+    n = len(items)
+
+    def pad(rows: list, width: int, limit: int) -> np.ndarray:
+        out = np.zeros((len(rows), width), dtype=np.float32)
+        for i, row in enumerate(rows):
+            ids = [j if j < limit else 0 for j in row[:width]]
+            out[i, : len(ids)] = ids
+        return out
+
+    profile = np.array([u.profile for u in users], dtype=np.float32).reshape(n, 6)
+    parts = {
+        "coarse": np.array([[it.coarse] for it in items], dtype=np.float32),
+        "fine": np.array([[it.fine] for it in items], dtype=np.float32),
+        "color": np.array([[it.color] for it in items], dtype=np.float32),
+        "user_fine": np.array([[u.fine] for u in users], dtype=np.float32),
+        "std": pad([it.std for it in items], c.max_std, c.std_size),
+        "re": pad([it.re for it in items], c.max_re, c.re_size),
+        "user_std": pad([u.std for u in users], c.max_user, c.std_size),
+        "user_re": pad([u.re for u in users], c.max_user, c.re_size),
+        "price": np.array([[(math.log1p(it.price) - c.price_mean) / c.price_std] for it in items], dtype=np.float32),
+        "ann": dense[:, :1],
+        "hist_sim": dense[:, 1:2],
+        "pop": (np.log1p(np.maximum(dense[:, 2:3], 0)) / max(c.pop_scale, 1e-6)).astype(np.float32),
+        "pop_known": dense[:, 3:4],
+    }
+    for j, name in enumerate(("z_height", "z_weight", "z_age", "miss_height", "miss_weight", "miss_age")):
+        parts[name] = profile[:, j : j + 1]
+    cooc = dense[:, 4:7]
+    parts["cooc"], parts["cooc_rel"], parts["cooc_known"] = cooc[:, :1] * c.cooc_scale, cooc[:, 1:2], cooc[:, 2:3]
+    ordered = sorted(model.model.feature_index.items(), key=lambda kv: kv[1][0])
+    return np.concatenate([parts[name] for name, _ in ordered], axis=1).astype(np.float32)
+
+
+def test_deepfm_matrix_with_kept_item_rows_equals_the_column_by_column_build(tmp_path: Path) -> None:
+    enc = encoder(tmp_path)
+    items = catalog_items(3)
+    enc.encode_growing(items)
+    cfg = RerankerConfig(
+        std_size=len(enc.std_vocab), re_size=3, max_std=2, max_user=1, cooc=True, price_mean=1.5, cooc_scale=7.0
+    )  # tiny RE table, short lists: padding, truncation and dropped ids all happen
+    model = DeepFMReranker(cfg)
+    feats = [item_features(enc, it, it.price) for it in items]
+    rng = np.random.default_rng(0)
+    dense = rng.normal(size=(len(feats), 7)).astype(np.float32)
+    shared = user_features(feats[:2], [0.5, -1.0, 0.0, 0.0, 0.0, 1.0])
+    others = [user_features(feats[i : i + 2], None) for i in range(len(feats))]
+    for users in ([shared] * len(feats), others):
+        for _ in range(2):  # computed, then from the kept rows
+            assert np.array_equal(model.matrix(users, feats, dense), _reference_matrix(model, users, feats, dense))
+    assert model.matrix([], [], np.zeros((0, 7), np.float32)).shape == (
+        0,
+        _reference_matrix(model, [shared], feats[:1], dense[:1]).shape[1],
+    )
+
+
+def test_deepfm_forward_gives_the_numbers_of_deepctrs_own_forward(tmp_path: Path) -> None:
+    enc = encoder(tmp_path)
+    items = catalog_items(4)
+    enc.encode_growing(items)
+    feats = [item_features(enc, it, it.price) for it in items]
+    rng = np.random.default_rng(1)
+    for cooc in (False, True):
+        model = DeepFMReranker(
+            RerankerConfig(std_size=len(enc.std_vocab), re_size=enc.tower.re_emb.num_embeddings, cooc=cooc)
+        )
+        model.transfer(enc.tower)
+        with torch.no_grad():  # weights away from their near-zero init, so every term counts
+            for p in model.model.parameters():
+                p.add_(torch.from_numpy(rng.normal(scale=0.1, size=tuple(p.shape)).astype(np.float32)))
+        model.model.eval()
+        users = [user_features(feats[i : i + 3], None) for i in range(len(feats))]
+        x = torch.from_numpy(model.matrix(users, feats, rng.normal(size=(len(feats), 7)).astype(np.float32)))
+        with torch.inference_mode():
+            assert torch.equal(model.forward(x), model.model(x))
+        assert np.array_equal(model.score(x.numpy()), model.model(x).detach().numpy().ravel())
 
 
 def test_select_is_the_score_order_at_lambda_one_and_diversifies_below() -> None:

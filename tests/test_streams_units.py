@@ -10,11 +10,11 @@ from datetime import UTC, datetime, timedelta
 from consumers.enrichment import RulesEnricher
 from consumers.enrichment.rules import text_to_std
 from consumers.vector_store import Hit, filter_expr
-from schemas.events import DeadLetter, Filters, Interaction, ProductCreated
+from schemas.events import DeadLetter, Filters, Interaction, ProductCreated, ProductEnriched
 from schemas.limits import MAX_MESSAGE_BYTES
 from streams.catalog import load_catalog
 from streams.deadletter import decode
-from streams.products import features_json
+from streams.products import features_json, from_row, item_row, row_item
 from streams.sequences import Popularity, UserSequence
 from streams.serving import context_item, merge_hits
 from tests.factories import product
@@ -69,6 +69,24 @@ def test_stored_features_stay_valid_json_within_the_varchar() -> None:
     assert 0 < len(kept["re"]["fabric.feature"]) < 400
     assert re["fabric.feature"][0] == kept["re"]["fabric.feature"][0]  # the first values are kept
     assert features_json(std, {"fit.vibe": ["relaxed"]}) == json.dumps({"std": std, "re": {"fit.vibe": ["relaxed"]}})
+
+
+def test_row_item_reads_a_stored_row_as_from_row_does() -> None:
+    enriched = ProductEnriched(
+        product_id=7,
+        title="Black wool coat",
+        std={"category": ["01outer_01coat"], "color": ["black"]},
+        re={"fabric.material": ["wool"], "fit.vibe": ["relaxed", "boxy"]},
+        coarse="outer",
+        fine="coat",
+        price=99.0,
+        enricher="rules",
+    )
+    bare = {"product_id": 8, "title": "", "coarse": "top", "fine": "knit", "price": 0.0, "features": ""}
+    for row in (item_row(enriched, [0.0] * 128).model_dump(), bare):
+        full, light = from_row(row), row_item(row)
+        for field in ("title", "std", "re", "coarse", "fine"):
+            assert getattr(light, field) == getattr(full, field)
 
 
 def test_popularity_ranking_is_reused_for_refresh_s() -> None:
@@ -146,3 +164,14 @@ def test_rebalance_end_stops_the_flow_before_faust_resumes_and_seeks() -> None:
 
         asyncio.run(patched(SimpleNamespace(app=app), 7, _original=original))
         assert seen == [(True, True, 7)], name
+
+
+def test_worker_freezes_its_startup_heap() -> None:
+    import gc
+
+    from streams.worker import freeze_startup_heap
+
+    try:
+        assert freeze_startup_heap() > 0 and gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
