@@ -216,6 +216,12 @@ class Recommender:
         taken |= set(cooc)
         popular = [p for p, _ in ranked[: POPULAR_CANDIDATES + len(taken)] if p not in taken]
         popular = popular[:POPULAR_CANDIDATES]
+        # A source that ran dry (a short history co-occurs with few items) leaves its places
+        # to further retrieved hits, as ``merge_sources`` does offline: still ``candidates``.
+        short = self.candidates - len(keep) - len(cooc) - len(popular)
+        if short > 0:
+            taken |= set(popular)
+            keep = keep + [h for h in hits[len(keep) :] if h.product_id not in taken][:short]
         return keep, cooc + popular
 
     def _context_vector(self, req: RecommendRequest) -> np.ndarray | None:

@@ -131,3 +131,20 @@ def test_scores_computed_once_give_the_same_candidates_and_features() -> None:
         ids = [11, 12, 13, 14]
         assert cooccurring(t, history, {11}, scores) == cooccurring(t, history, {11})
         assert np.array_equal(cooc_features(t, history, ids, scores), cooc_features(t, history, ids))
+
+
+def test_serving_fills_places_a_dry_source_left_with_further_hits() -> None:
+    """As merge_sources offline: with few co-occurring items the list still has
+    ``candidates`` items, the rest from further down the retrieval."""
+    from consumers.vector_store import Hit
+    from streams.serving import COOC_CANDIDATES, POPULAR_CANDIDATES, Recommender
+
+    rec = Recommender(None, None, None, 100, RankingModels(deepfm=object(), cooccurrence=table()))  # type: ignore[arg-type]
+    hits = [Hit(product_id=1000 + i, score=1.0 - i / 200) for i in range(100)]
+    popular = [(2000 + i, 50 - i) for i in range(40)]
+    keep, extra = rec._with_popular(hits, {10}, [10], popular)  # noqa: SLF001
+    cooc = [p for p in extra if p < 1000]
+    assert 0 < len(cooc) < COOC_CANDIDATES  # 10 co-occurs with a few items only
+    assert len(keep) + len(extra) == 100
+    assert [h.product_id for h in keep] == [1000 + i for i in range(100 - POPULAR_CANDIDATES - len(cooc))]
+    assert len(set(extra) | {h.product_id for h in keep}) == 100
