@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
@@ -19,6 +20,18 @@ MAX_RE_TOKENS = 48
 
 
 class ItemInput(Protocol):
+    title: str
+    std: FlatAttributes
+    re: FlatAttributes
+    coarse: str
+    fine: str
+
+
+@dataclass(frozen=True)
+class ItemContent:
+    """A plain ``ItemInput``: what the tower reads of an item, without an event around it
+    (a stored row on the request path, a typed query as a pseudo item)."""
+
     title: str
     std: FlatAttributes
     re: FlatAttributes

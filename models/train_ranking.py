@@ -34,7 +34,7 @@ from tqdm import tqdm
 
 from models.cooccurrence import CoOccurrence
 from models.diversity import CandidateList, DiversityHistory, train_diversity
-from models.encoder import ItemEncoder, ItemInput
+from models.encoder import ItemContent, ItemEncoder, ItemInput
 from models.ranking import Candidates, RankingModels, deepfm_logits, list_scores, pair_dense
 from models.reranker import (
     PAIR,
@@ -104,19 +104,10 @@ class Catalog:
         return {int(p): self.vectors[i] for i, p in enumerate(self.ids)}
 
 
-@dataclass(frozen=True)
-class _Query:
-    title: str
-    std: dict[str, list[str]]
-    re: dict[str, list[str]]
-    coarse: str
-    fine: str
-
-
 def category_queries(encoder: ItemEncoder, items: Sequence[ItemInput]) -> dict[str, np.ndarray]:
     """One pseudo item per fine category ("coat"): what a typed query looks like to the tower."""
     cats = sorted({(it.coarse, it.fine) for it in items})
-    queries = [_Query(f, {"category": [f"{c}/{f}"]}, {}, c, f) for c, f in cats]
+    queries = [ItemContent(f, {"category": [f"{c}/{f}"]}, {}, c, f) for c, f in cats]
     vecs = encoder.encode(queries)
     return {f: vecs[i] for i, (_, f) in enumerate(cats)}
 
