@@ -137,21 +137,6 @@ def _profile_features(tower: UserTower, profiles: dict[str, dict[str, float | No
     return tower.cfg.profile.features(profiles.get(user))
 
 
-def with_popular(ann_rows: Sequence[int], popular_rows: Sequence[int], exclude: set[int], n: int, n_pop: int) -> list:
-    """The candidate set: the best ``n - n_pop`` retrieved rows, then up to ``n_pop`` of
-    the most popular rows not in it (nor excluded), then more retrieved rows if short.
-    Two sources, as in production retrieval: content (reaches new items) and popularity
-    (what a frozen content space cannot express)."""
-    ann = [int(r) for r in ann_rows if r >= 0]
-    out = ann[: n - n_pop]
-    taken = set(out)
-    extra = [r for r in popular_rows if r not in taken and r not in exclude][:n_pop]
-    out += extra
-    taken.update(extra)
-    out += [r for r in ann[n - n_pop :] if r not in taken][: max(0, n - len(out))]
-    return out
-
-
 def merge_sources(sources: Sequence[tuple[Sequence[int], int]], exclude: set[int], n: int) -> list[int]:
     """The candidate set from several ranked sources of catalog rows: each source's best
     rows up to its quota, in source order, no repeats, none of ``exclude``; then, while

@@ -81,7 +81,7 @@ def _matches(row: dict[str, Any], filters: Filters | None) -> bool:
 
 FEATURE_CACHE = 200_000
 # Of the candidates, how many come from popularity when DeepFM ranks them (as in training,
-# ``models.train_ranking.with_popular``): content reaches new items, popularity what a
+# ``models.train_ranking.candidate_rows``): content reaches new items, popularity what a
 # frozen content space cannot express.
 POPULAR_CANDIDATES = 20
 # ... and how many from co-occurrence with the history (``models.cooccurrence``, shipped in

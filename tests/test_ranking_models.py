@@ -319,12 +319,12 @@ def test_steps_keep_time_order() -> None:
 
 
 def test_candidates_are_retrieved_items_plus_popular_ones_never_the_history() -> None:
-    from models.train_ranking import with_popular
+    from models.train_ranking import merge_sources
 
     ann = [5, 6, 7, 8, -1]
     popular = [1, 5, 2, 3, 4]
-    assert with_popular(ann, popular, exclude={2}, n=5, n_pop=2) == [5, 6, 7, 1, 3]
-    assert with_popular(ann, [], exclude=set(), n=5, n_pop=2) == [5, 6, 7, 8]  # short of popular: more retrieved
+    assert merge_sources([(ann, 3), (popular, 2)], exclude={2}, n=5) == [5, 6, 7, 1, 3]
+    assert merge_sources([(ann, 3), ([], 2)], exclude=set(), n=5) == [5, 6, 7, 8]  # short of popular: more retrieved
 
 
 def test_unknown_popularity_is_not_unpopular(tmp_path: Path) -> None:
