@@ -87,14 +87,15 @@ class OfflinePipeline:
         )
         for i, case in enumerate(tqdm(cases, desc=f"rank {stage}", leave=False)):
             hist_rows = [self.catalog.row[p] for p in case.history if p in self.catalog.row]
-            cooc_ids = self._cooc_ids(case, cfg)
+            scores = self._cooc_scores(case)  # once: the candidates and their features read it
+            cooc_ids = self._cooc_ids(case, cfg, scores)
             rows = np.array(candidate_rows(tops[i], cooc_ids, popular, self.catalog, set(hist_rows), cfg))
             cands = Candidates(
                 vectors=self.catalog.vectors[rows],
                 ann=self.catalog.vectors[rows] @ users[i],
                 features=[self.catalog.features[r] for r in rows],
                 popularity=counts[rows],
-                cooc=self._cooc_features(case, rows),
+                cooc=self._cooc_features(case, rows, scores),
             )
             profile = tower.cfg.profile.features(self.profiles.get(case.user_id)) if tower else None
             user = user_features([self.catalog.features[r] for r in hist_rows], profile)
@@ -107,10 +108,15 @@ class OfflinePipeline:
             out[i, : len(ids)] = ids
         return out
 
-    def _cooc_ids(self, case: TestCase, cfg: RankingTrainConfig) -> list[int]:
+    def _cooc_scores(self, case: TestCase) -> dict[int, float]:
         table = self.models.cooccurrence
-        return table.candidates(case.history, cfg.cooc_candidates + 20, set(case.history)) if table else []
+        return table.scores(case.history) if table else {}
 
-    def _cooc_features(self, case: TestCase, rows: np.ndarray) -> np.ndarray | None:
+    def _cooc_ids(self, case: TestCase, cfg: RankingTrainConfig, scores: dict[int, float]) -> list[int]:
         table = self.models.cooccurrence
-        return table.features(case.history, [int(p) for p in self.catalog.ids[rows]]) if table else None
+        return table.candidates(case.history, cfg.cooc_candidates + 20, set(case.history), (), scores) if table else []
+
+    def _cooc_features(self, case: TestCase, rows: np.ndarray, scores: dict[int, float]) -> np.ndarray | None:
+        table = self.models.cooccurrence
+        ids = [int(p) for p in self.catalog.ids[rows]]
+        return table.features(case.history, ids, (), scores) if table else None

@@ -200,7 +200,8 @@ def _impressions(
         own = Counter(s.product_id for s in seq)  # this user's interactions, left out below
         for j, t in enumerate(positions):
             hist_rows = [catalog.row[p] for p in seen[j] if p in catalog.row]
-            cooc_ids = cooc.candidates(seen[j], cfg.cooc_candidates + 20, set(seen[j]), own)
+            scores = cooc.scores(seen[j], own)  # once: the candidates and their features read it
+            cooc_ids = cooc.candidates(seen[j], cfg.cooc_candidates + 20, set(seen[j]), own, scores)
             rows = candidate_rows(tops[j], cooc_ids, popular, catalog, set(hist_rows), cfg)
             target = catalog.row[seq[t].product_id]
             if target not in rows and not cfg.missed_targets:
@@ -213,7 +214,7 @@ def _impressions(
                 ann=catalog.vectors[rows] @ uvecs[j],
                 features=[catalog.features[r] for r in rows],
                 popularity=counts[rows] - np.array([own[p] for p in ids], dtype=np.float32),
-                cooc=cooc.features(seen[j], ids, own),
+                cooc=cooc.features(seen[j], ids, own, scores),
             )
             out.append(
                 (
@@ -259,6 +260,14 @@ def _train_deepfm(model: DeepFMReranker, x: np.ndarray, y: np.ndarray, cfg: Rank
     return losses
 
 
+def _shown_as_new(dense: np.ndarray, rng: random.Random, cfg: RankingTrainConfig) -> np.ndarray:
+    """``pair_dense`` rows with a ``cfg.pop_unknown_rate`` share shown as a brand-new product:
+    popularity and co-occurrence unknown (columns 2-6 zero)."""
+    unknown = np.array([rng.random() < cfg.pop_unknown_rate for _ in range(len(dense))])
+    dense[unknown, 2:7] = 0.0
+    return dense
+
+
 def _deepfm_rows(
     deepfm: DeepFMReranker,
     cands: Candidates,
@@ -272,9 +281,7 @@ def _deepfm_rows(
     others; a share of them shown as a new item (popularity and co-occurrence unknown)."""
     negatives = [i for i in range(len(cands.ann)) if i != target]
     keep = [target, *rng.sample(negatives, min(cfg.negatives, len(negatives)))]
-    dense = pair_dense(cands, history)[keep]
-    unknown = np.array([rng.random() < cfg.pop_unknown_rate for _ in keep])
-    dense[unknown, 2:7] = 0.0  # popularity and co-occurrence unknown, as for a brand-new product
+    dense = _shown_as_new(pair_dense(cands, history)[keep], rng, cfg)
     x = deepfm.matrix([user] * len(keep), [cands.features[i] for i in keep], dense)
     return x, np.array([1.0] + [0.0] * (len(keep) - 1))
 
@@ -292,9 +299,7 @@ def _candidate_list(
     """One training list of the self-attention reranker. As in DeepFM's rows, a share of the
     candidates is shown as a new item (popularity and co-occurrence unknown, to DeepFM too),
     so the listwise stage does not learn "unknown = never clicked" and bury new products."""
-    dense = pair_dense(cands, history)
-    unknown = np.array([rng.random() < cfg.pop_unknown_rate for _ in range(len(dense))])
-    dense[unknown, 2:7] = 0.0
+    dense = _shown_as_new(pair_dense(cands, history), rng, cfg)
     logits = deepfm_logits(deepfm, user, cands, dense)
     return CandidateList(user_vec, cands.vectors, list_scores(deepfm, logits, dense, LIST_SCORES), target)
 
