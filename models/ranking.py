@@ -110,8 +110,9 @@ def rank(
         return []
     t0 = time.perf_counter()
     relevance = cands.ann
-    dense = pair_dense(cands, history)
+    dense = None  # the pair inputs: only DeepFM and the self-attention reranker read them
     if use_deepfm and models.deepfm is not None:
+        dense = pair_dense(cands, history)
         relevance = deepfm_logits(models.deepfm, user, cands, dense)
     t1 = time.perf_counter()
     cands.timings_ms["deepfm_ms"] = (t1 - t0) * 1000
@@ -119,7 +120,7 @@ def rank(
         order = list(np.argsort(-relevance, kind="stable")[:k])
     else:
         redundancy: Literal["max", "mean"] = "max"  # no self-attention model: classic MMR
-        if models.diversity is not None and use_deepfm and models.deepfm is not None:
+        if models.diversity is not None and models.deepfm is not None and dense is not None:
             scores = list_scores(models.deepfm, relevance, dense, models.diversity.cfg.scores)
             relevance = models.diversity.score(CandidateList(user_vector, cands.vectors, scores))
             redundancy = "mean"
