@@ -103,14 +103,14 @@ def row_item(row: dict[str, Any]) -> ItemContent:
 
 def from_row(row: dict[str, Any]) -> ProductEnriched:
     """A Milvus row back into the enriched product it was embedded from (re-embedding)."""
-    feats = json.loads(row.get("features") or "{}")
+    item = row_item(row)
     return ProductEnriched(
         product_id=int(row["product_id"]),
-        title=row.get("title") or "-",
-        std=feats.get("std", {}),
-        re=feats.get("re", {}),
-        coarse=row.get("coarse", ""),
-        fine=row.get("fine", ""),
+        title=item.title,
+        std=item.std,
+        re=item.re,
+        coarse=item.coarse,
+        fine=item.fine,
         gender=row.get("gender") or "unisex",
         price=row.get("price") or None,
         enricher="source",
