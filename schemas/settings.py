@@ -73,13 +73,13 @@ class Settings(BaseSettings):
     # a request waits on Milvus and on the reply's acknowledgement, and with 4 at a time a
     # worker capped at ~47 requests/s (4 / ~85 ms) however idle its CPU was.
     request_concurrency: int = Field(default=16, ge=1, le=256)
-    # Rows read from Milvus are kept this long in the worker (consumers.row_cache): a product
-    # changed by another worker reaches this one's reranker within it. 0 turns it off.
     # Intra-op threads of torch and of numpy's BLAS in the worker. Its models run on one
     # request's tens of rows, where a second thread only waits for the first: with the CPU
     # shared (Milvus, the broker, other requests) 2 threads made a transformer layer 10x
     # slower (23 vs 2.4 ms). Parallelism comes from partitions and replicas instead.
     compute_threads: int = Field(default=1, ge=1, le=256)
+    # Rows read from Milvus are kept this long in the worker (consumers.row_cache): a product
+    # changed by another worker reaches this one's reranker within it. 0 turns it off.
     row_cache_ttl_s: float = Field(default=60.0, ge=0, le=86_400)
     row_cache_rows: int = Field(default=100_000, ge=0, le=10_000_000)
     worker_web_port: int = 6066
