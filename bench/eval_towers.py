@@ -11,6 +11,8 @@ One ``TowerSystem`` is fitted per data set (the first row's fit_s carries all tr
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from pathlib import Path
 
@@ -37,14 +39,24 @@ LAMBDAS = tuple(float(x) for x in os.environ.get("TAILOR_EVAL_LAMBDAS", "0.9,0.8
 # hour for MovieLens' 9.7k items, so the evaluation trains 8 + 8 unless told otherwise.
 ITEM_EPOCHS = int(os.environ.get("TAILOR_EVAL_ITEM_EPOCHS", "8"))
 # A folder to keep trained item towers in between runs (unset: no cache). The tower only
-# depends on the warm items' content and the epochs, so iterating on the later stages
-# need not retrain it. Never commit it.
+# depends on the warm items' content and the epochs (both in the folder name), so
+# iterating on the later stages need not retrain it. Never commit it.
 ITEM_CACHE = os.environ.get("TAILOR_EVAL_ITEM_CACHE", "")
+
+
+def content_key(items: list[ItemInput]) -> str:
+    """A short hash of what the item tower learns from (title, STD, RE, category of every
+    item), so a cached tower is reused only for the same content: a change of the data
+    mapping (e.g. a new STD attribute) must not silently get a tower trained without it."""
+    digest = hashlib.sha256()
+    for it in items:
+        digest.update(json.dumps([it.title, it.std, it.re, it.coarse, it.fine], sort_keys=True).encode())
+    return digest.hexdigest()[:12]
 
 
 def _cached_encoder(name: str, warm: list[ItemInput], epochs: int) -> ItemEncoder:
     """The item tower trained on ``warm``, from ``ITEM_CACHE`` when it holds one."""
-    folder = Path(ITEM_CACHE) / f"{name}-{len(warm)}-{epochs}" if ITEM_CACHE else None
+    folder = Path(ITEM_CACHE) / f"{name}-{len(warm)}-{epochs}-{content_key(warm)}" if ITEM_CACHE else None
     if folder is not None and (folder / "tower.safetensors").exists():
         tower = ItemTower(TowerConfig.model_validate_json((folder / "tower.json").read_text(encoding="utf-8")))
         tower.load_state_dict(load_file(str(folder / "tower.safetensors")))

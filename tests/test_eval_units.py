@@ -217,3 +217,12 @@ def test_movielens_log_turns_ratings_into_clicks(tmp_path: Path) -> None:
     assert [(e.user_id, e.product_id, e.kind) for e in log.events] == [("1", 2, "click"), ("1", 1, "click")]
     assert log.events[0].ts < log.events[1].ts  # same second: row order breaks the tie
     assert log.profiles == {} and len(log.items) == 2
+
+
+def test_the_item_tower_cache_key_changes_with_the_content() -> None:
+    from bench.eval_towers import content_key
+
+    items = [item(1), item(2)]
+    assert content_key(items) == content_key([item(1), item(2)])
+    with_era = items[0].model_copy(update={"std": {"era": ["1995-1999"]}})
+    assert content_key([with_era, items[1]]) != content_key(items)  # a new STD attribute: another tower
