@@ -13,7 +13,9 @@ Columns: Recall@10 / NDCG@10 / Recall@50 over warm targets (the whole catalog ra
 case's history excluded), coverage@10 (share of the catalog in any top-10), ILD@10 (mean
 pairwise cosine distance of each top-10, with ONE vector table for every row: the first row
 that exposes ``item_vectors``, else one-hot categories), cold Recall@10 (targets that are
-cold items), fit_s (wall seconds to fit on this machine).
+cold items), fit_s (wall seconds to fit on this machine), and "R@10 - item-kNN [95% CI]":
+the row's Recall@10 minus item-kNN's on the same cases with a paired bootstrap interval
+(an interval that contains 0 means the test set cannot tell the two apart).
 """
 
 from __future__ import annotations
@@ -39,7 +41,15 @@ import torch  # noqa: E402
 from bench.baselines import Ranker, baselines  # noqa: E402
 from bench.report import RESULTS, console, emit  # noqa: E402
 from models.interactions import InteractionLog, Split, leave_last_out  # noqa: E402
-from models.metrics import VectorTable, catalog_coverage, mean_ild, ndcg_at_k, recall_at_k  # noqa: E402
+from models.metrics import (  # noqa: E402
+    VectorTable,
+    catalog_coverage,
+    hits_at_k,
+    mean_ild,
+    ndcg_at_k,
+    paired_bootstrap,
+    recall_at_k,
+)
 from schemas.events import ProductEnriched  # noqa: E402
 from streams.datasets import hm_log, movielens_log  # noqa: E402
 
@@ -49,6 +59,7 @@ LOADERS: dict[str, Callable[[bool], InteractionLog]] = {
     "movielens": lambda quick: movielens_log(max_users=60 if quick else None),
 }
 METRICS = ["Recall@10", "NDCG@10", "Recall@50", "coverage@10", "ILD@10", "cold Recall@10"]
+REFERENCE = "item-kNN"  # the strongest simple baseline: every row's Recall@10 is compared with it
 BEYOND = ["coverage@10", "ILD@10"]  # beyond-accuracy metrics, on their own axis in the chart
 
 
@@ -111,7 +122,18 @@ def ild_table(answers: list[Answers], log: InteractionLog) -> tuple[VectorTable,
     return category_vectors(log.items), "ILD over one-hot coarse+fine category vectors (no row has item vectors)"
 
 
-def table_row(a: Answers, split: Split, n_items: int, vectors: VectorTable) -> dict[str, Any]:
+def versus(a: Answers, reference: Answers | None, split: Split) -> str:
+    """``a``'s Recall@10 minus the reference row's, with its paired 95% bootstrap interval."""
+    if reference is None or not split.tests:
+        return ""
+    warm = np.array([c.target for c in split.tests])
+    diff, lo, hi = paired_bootstrap(hits_at_k(a.top10, warm, 10), hits_at_k(reference.top10, warm, 10))
+    return f"{diff:+.3f} [{lo:+.3f}, {hi:+.3f}]"
+
+
+def table_row(
+    a: Answers, split: Split, n_items: int, vectors: VectorTable, reference: Answers | None = None
+) -> dict[str, Any]:
     warm = np.array([c.target for c in split.tests])
     cold = np.array([c.target for c in split.cold_tests])
     return {
@@ -123,6 +145,7 @@ def table_row(a: Answers, split: Split, n_items: int, vectors: VectorTable) -> d
         "ILD@10": mean_ild(a.top10, 10, vectors),
         "cold Recall@10": recall_at_k(a.cold10, cold, 10),
         "fit_s": a.fit_s,
+        f"R@10 - {REFERENCE} [95% CI]": versus(a, reference, split),
     }
 
 
@@ -166,7 +189,8 @@ def evaluate(data: str, quick: bool) -> list[dict[str, Any]]:
     console.print(summary)
     answers = [run_row(r, log, split) for r in rows_for(log, split, quick)]
     vectors, note = ild_table(answers, log)
-    rows = [table_row(a, split, len(log.items), vectors) for a in answers]
+    reference = next((a for a in answers if a.ranker.name == REFERENCE), None)
+    rows = [table_row(a, split, len(log.items), vectors, reference) for a in answers]
     name = f"eval_{data}{'_quick' if quick else ''}"
     emit(name, f"{summary}. {note}", rows)
     console.print(f"[dim]wrote {bar_chart(name, f'{data} ({note})', rows)}")

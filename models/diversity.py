@@ -41,6 +41,12 @@ class DiversityConfig(BaseModel):
     # inputs (retrieval score, history similarity, popularity, co-occurrence, known flags);
     # 2 = logit + retrieval score, the versions trained before.
     scores: int = 2
+    # A linear term over every per-candidate scalar beside the DeepFM logit's ``keep``
+    # (wide & deep): the co-occurrence score alone ordered MovieLens' candidates better than
+    # DeepFM and the transformer did (Recall@10 0.085 vs 0.071 / 0.077), so the listwise
+    # stage gets that order as a direct path and learns the rest as a residual. False:
+    # versions trained before (their weights have no such term).
+    wide: bool = False
 
 
 @dataclass
@@ -67,6 +73,10 @@ class SelfAttentionReranker(nn.Module):
         self.encoder = nn.TransformerEncoder(layer, cfg.layers, enable_nested_tensor=False)
         self.out = nn.Linear(cfg.dim, 1)
         self.keep = nn.Parameter(torch.tensor(1.0))  # starts as "the DeepFM order"
+        # Starts at zero: the other scalars add nothing until training finds their weight.
+        self.wide = nn.Linear(cfg.scores - 1, 1, bias=False) if cfg.wide and cfg.scores > 1 else None
+        if self.wide is not None:
+            nn.init.zeros_(self.wide.weight)
 
     def forward(self, user: torch.Tensor, items: torch.Tensor, scores: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
         """user (B, 128), items (B, N, 128), scores (B, N, S), pad (B, N) -> (B, N) logits."""
@@ -74,6 +84,8 @@ class SelfAttentionReranker(nn.Module):
         mask = torch.cat([torch.zeros_like(pad[:, :1]), pad], dim=1)
         encoded = self.encoder(tokens, src_key_padding_mask=mask)[:, 1:]
         logits = self.keep * scores[..., 0] + self.out(encoded).squeeze(-1)
+        if self.wide is not None:
+            logits = logits + self.wide(scores[..., 1:]).squeeze(-1)
         return logits.masked_fill(pad, float("-inf"))
 
     @torch.inference_mode()
@@ -125,11 +137,18 @@ def train_diversity(
     lr: float = 1e-3,
     seed: int = 0,
     log: Callable[[str], None] = print,
+    wide: bool = True,
 ) -> tuple[SelfAttentionReranker, DiversityHistory]:
     torch.manual_seed(seed)
     rng = random.Random(seed)
-    model = SelfAttentionReranker(DiversityConfig(scores=lists[0].scores.shape[1]) if lists else None)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+    model = SelfAttentionReranker(DiversityConfig(scores=lists[0].scores.shape[1], wide=wide) if lists else None)
+    # The wide term is a linear model over a handful of scalars, starting at zero: at the
+    # transformer's rate (Adam moves a weight ~lr per step) a few hundred steps leave it
+    # near zero, so it learns ten times faster.
+    wide_params = list(model.wide.parameters()) if model.wide is not None else []
+    rest = [p for p in model.parameters() if all(p is not w for w in wide_params)]
+    groups = [{"params": rest}] + ([{"params": wide_params, "lr": lr * 10}] if wide_params else [])
+    opt = torch.optim.AdamW(groups, lr=lr, weight_decay=1e-4)
     data = [x for x in lists if x.target >= 0]
     history = DiversityHistory()
     start = time.perf_counter()

@@ -48,6 +48,23 @@ def ndcg_at_k(ranked: np.ndarray, targets: np.ndarray, k: int) -> float:
     return float(gains.mean())
 
 
+def hits_at_k(ranked: np.ndarray, targets: np.ndarray, k: int) -> np.ndarray:
+    """1.0 per case whose target is in the top-k, else 0.0 (``recall_at_k`` is its mean)."""
+    return (_hit_ranks(ranked, targets, k) >= 0).astype(np.float64)
+
+
+def paired_bootstrap(a: np.ndarray, b: np.ndarray, n: int = 2000, seed: int = 0) -> tuple[float, float, float]:
+    """Mean of ``a - b`` over the same cases and its 95% bootstrap interval (cases
+    resampled with replacement, the same resample for both): whether one ranker beats
+    another on this test set, or only by the luck of a few cases."""
+    diff = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
+    if len(diff) == 0:
+        return float("nan"), float("nan"), float("nan")
+    idx = np.random.default_rng(seed).integers(0, len(diff), size=(n, len(diff)))
+    means = diff[idx].mean(axis=1)
+    return float(diff.mean()), float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
+
+
 def catalog_coverage(ranked: np.ndarray, k: int, n_items: int) -> float:
     """Share of the catalog's ``n_items`` that appear in at least one top-k list."""
     top = np.asarray(ranked)[:, :k]

@@ -226,3 +226,18 @@ def test_the_item_tower_cache_key_changes_with_the_content() -> None:
     assert content_key(items) == content_key([item(1), item(2)])
     with_era = items[0].model_copy(update={"std": {"era": ["1995-1999"]}})
     assert content_key([with_era, items[1]]) != content_key(items)  # a new STD attribute: another tower
+
+
+def test_paired_bootstrap_tells_a_real_difference_from_noise() -> None:
+    from models.metrics import paired_bootstrap
+
+    rng = np.random.default_rng(1)
+    a = (rng.random(500) < 0.3).astype(float)
+    mean, lo, hi = paired_bootstrap(a, a)
+    assert (mean, lo, hi) == (0.0, 0.0, 0.0)  # the same hits: no difference at all
+    better = np.maximum(a, (rng.random(500) < 0.2).astype(float))  # a's hits and more
+    mean, lo, hi = paired_bootstrap(better, a)
+    assert 0 < lo < mean < hi
+    one_case = a.copy()
+    one_case[np.argmin(a)] = 1.0  # one more hit in 500: within the noise
+    assert paired_bootstrap(one_case, a)[1] <= 0.0

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from models import registry
+from models import diversity, registry
 from models.diversity import CandidateList, DiversityConfig, SelfAttentionReranker, select, train_diversity
 from models.encoder import ItemEncoder
 from models.interactions import Event, InteractionLog, leave_last_out
@@ -263,6 +263,29 @@ def test_self_attention_reranker_learns_to_put_the_clicked_item_first() -> None:
     model, history = train_diversity(lists, epochs=8, batch_size=16, log=lambda _: None)
     assert history.loss[-1] < history.loss[0]
     assert isinstance(model, SelfAttentionReranker)
+
+
+def test_the_wide_term_learns_a_score_column_the_list_is_ordered_by(tmp_path: Path) -> None:
+    """Column 4 (co-occurrence in ``list_scores``) alone says which candidate was clicked:
+    the linear path finds its weight; saved and loaded, the model keeps it; a version
+    trained before the term (no ``wide`` in its config) loads without one."""
+    rng = np.random.default_rng(0)
+    lists = []
+    for _ in range(96):
+        vecs = rng.normal(size=(20, 128)).astype(np.float32)
+        vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+        scores = np.zeros((20, 8), np.float32)
+        scores[:, 4] = rng.random(20)
+        lists.append(CandidateList(vecs[0], vecs, scores, target=int(np.argmax(scores[:, 4]))))
+    model, _ = train_diversity(lists, epochs=6, batch_size=16, log=lambda _: None)
+    assert model.wide is not None
+    weights = model.wide.weight[0].detach().abs()  # columns 1..7 (column 0 is ``keep``'s)
+    assert int(weights.argmax()) == 3 and float(weights[3]) > 0.2
+    diversity.save(model, tmp_path / "div")
+    loaded = diversity.load(tmp_path / "div")
+    assert np.allclose(loaded.score(lists[0]), model.score(lists[0]), atol=1e-6)
+    old = SelfAttentionReranker(DiversityConfig.model_validate_json('{"scores": 8}'))
+    assert old.wide is None and np.isfinite(old.score(lists[0])).all()
 
 
 def test_ranking_pipeline_trains_saves_loads_and_ranks(tmp_path: Path) -> None:
