@@ -157,6 +157,11 @@ class DeepFMReranker:
         self._sparse = [(f.embedding_name, *index[f.name]) for f in self.columns if isinstance(f, SparseFeat)]
         self._varlen = [(f.embedding_name, *index[f.name]) for f in self.columns if isinstance(f, VarLenSparseFeat)]
         self._dense = [index[f.name] for f in self.columns if isinstance(f, DenseFeat)]
+        # The user's own sparse columns (user_fine, user_std, user_re): on the request path
+        # every row has the same user, so their lookups and poolings are done on one row.
+        user = [index[f.name] for f in self.columns if not isinstance(f, DenseFeat) and f.name.startswith("user_")]
+        self._user_cols = torch.tensor([c for lo, hi in user for c in range(lo, hi)])
+        self._user_starts = frozenset(lo for lo, _ in user)
         # Every VarLen feature is a masked mean; deepctr builds a new pooling module (an
         # nn.Module __init__ and .to()) for each of them in every forward.
         self._pool = SequencePoolingLayer(mode="mean", supports_masking=True)
@@ -237,18 +242,24 @@ class DeepFMReranker:
         """deepctr's ``DeepFM.forward`` (linear + FM + DNN, sigmoid) with the same modules
         and the same operations in the same order, so the same numbers (a test holds it to
         the library's forward), minus its per-call overhead: the feature columns filtered
-        again and a pooling module constructed per VarLen feature (8 per call)."""
+        again and a pooling module constructed per VarLen feature (8 per call), and, when
+        every row has the same user, the user's lookups and poolings repeated per row."""
         m, linear = self.model, self.model.linear_model
+        n = x.shape[0]
+        # One user for every row (serving: one request's candidates): the user's columns
+        # are looked up and pooled once and the result broadcast; the same numbers per row.
+        user_cols = x[:, self._user_cols]
+        one_user = n > 1 and bool((user_cols == user_cols[:1]).all())
         embedded, weights = [], []  # the FM/DNN embeddings and the linear part's, per feature
-        for name, lo, hi in self._sparse:
-            ids = x[:, lo:hi].long()
-            embedded.append(m.embedding_dict[name](ids))
-            weights.append(linear.embedding_dict[name](ids))
-        for name, lo, hi in self._varlen:
-            ids = x[:, lo:hi].long()
-            mask = ids != 0
-            embedded.append(self._pool([m.embedding_dict[name](ids), mask]))
-            weights.append(self._pool([linear.embedding_dict[name](ids), mask]))
+        for (name, lo, hi), pooled in [(f, False) for f in self._sparse] + [(f, True) for f in self._varlen]:
+            shared = one_user and lo in self._user_starts
+            ids = (x[:1] if shared else x)[:, lo:hi].long()
+            e, w = m.embedding_dict[name](ids), linear.embedding_dict[name](ids)
+            if pooled:
+                mask = ids != 0
+                e, w = self._pool([e, mask]), self._pool([w, mask])
+            embedded.append(e.expand(n, -1, -1) if shared else e)
+            weights.append(w.expand(n, -1, -1) if shared else w)
         dense = torch.cat([x[:, lo:hi] for lo, hi in self._dense], dim=-1)
         logit = x.new_zeros((x.shape[0], 1))
         logit += torch.sum(torch.cat(weights, dim=-1), dim=-1, keepdim=False)

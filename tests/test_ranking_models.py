@@ -206,11 +206,13 @@ def test_deepfm_forward_gives_the_numbers_of_deepctrs_own_forward(tmp_path: Path
             for p in model.model.parameters():
                 p.add_(torch.from_numpy(rng.normal(scale=0.1, size=tuple(p.shape)).astype(np.float32)))
         model.model.eval()
-        users = [user_features(feats[i : i + 3], None) for i in range(len(feats))]
-        x = torch.from_numpy(model.matrix(users, feats, rng.normal(size=(len(feats), 7)).astype(np.float32)))
-        with torch.inference_mode():
-            assert torch.equal(model.forward(x), model.model(x))
-        assert np.array_equal(model.score(x.numpy()), model.model(x).detach().numpy().ravel())
+        one = user_features(feats[:3], None)
+        # A user per row, and one user for every row (the request path: its lookups done once).
+        for users in ([user_features(feats[i : i + 3], None) for i in range(len(feats))], [one] * len(feats)):
+            x = torch.from_numpy(model.matrix(users, feats, rng.normal(size=(len(feats), 7)).astype(np.float32)))
+            with torch.inference_mode():
+                assert torch.equal(model.forward(x), model.model(x))
+            assert np.array_equal(model.score(x.numpy()), model.model(x).detach().numpy().ravel())
 
 
 def test_select_is_the_score_order_at_lambda_one_and_diversifies_below() -> None:
