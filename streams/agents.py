@@ -224,7 +224,7 @@ async def on_interactions(stream: StreamT) -> None:
             await _dead(item)
             continue
         raw = sequences.get(item.user_id)
-        seq = UserSequence.model_validate(raw) if raw else UserSequence()
+        seq = UserSequence.from_table(raw) if raw else UserSequence()
         if seq.add(item, limit):
             sequences[item.user_id] = seq.model_dump(mode="json")
             svc().popularity.add(item.product_id)
@@ -265,10 +265,10 @@ async def on_requests(stream: StreamT) -> None:
 async def _answer(req: RecommendRequest) -> RecommendReply:
     s = svc()
     if not s.popularity.built:
-        s.popularity.rebuild(UserSequence.model_validate(v) for v in sequences.values() if v)
+        s.popularity.rebuild(UserSequence.from_table(v) for v in sequences.values() if v)
     raw = sequences.get(req.user_id)
     try:
-        return await s.recommender.answer(req, UserSequence.model_validate(raw) if raw else None)
+        return await s.recommender.answer(req, UserSequence.from_table(raw) if raw else None)
     except Exception as exc:  # noqa: BLE001 - the caller gets an explicit error, the worker goes on
         log.exception("request %s failed", req.request_id)
         return RecommendReply(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import uuid
 from datetime import UTC, datetime, timedelta
 
 from consumers.enrichment import RulesEnricher
@@ -47,6 +48,29 @@ def test_sequence_dedupes_orders_and_bounds() -> None:
     for i in range(10):
         seq.add(Interaction(event_id=f"e{i}", user_id="u", product_id=10 + i, ts=t + timedelta(seconds=i)), 5)
     assert seq.product_ids() == [15, 16, 17, 18, 19]
+
+
+def test_sequence_table_values_are_compact_and_older_values_still_load() -> None:
+    t = datetime(2026, 12, 1, 12, 0, 0, 123456, tzinfo=UTC)
+    seq = UserSequence()
+    for i in range(20):
+        seq.add(Interaction(event_id=uuid.uuid4().hex, user_id="u", product_id=100_000 + i, ts=t, kind="cart"), 50)
+    stored = json.loads(json.dumps(seq.model_dump(mode="json")))  # as the changelog carries it
+    assert stored["v"] == 2 and UserSequence.model_validate(stored) == seq == UserSequence.from_table(stored)
+    v1 = {
+        "items": [
+            {"product_id": 5, "kind": "purchase", "ts": "2026-12-01T12:00:00.000001+00:00", "event_id": "e-1"},
+            {"product_id": 6, "kind": "click", "ts": "2026-12-01T12:00:01", "event_id": "e-2"},  # naive = UTC
+        ]
+    }
+    old = UserSequence.from_table(v1)
+    assert old.product_ids() == [5, 6] and old.items[0].kind == "purchase"
+    replay = Interaction(event_id="e-1", user_id="u", product_id=5, ts=t)
+    assert not old.add(replay, 50)  # applied before the format changed: still a replay
+    assert old.add(Interaction(event_id="e-3", user_id="u", product_id=7, ts=datetime(2026, 12, 1, 12, 0, 2)), 50)
+    assert UserSequence.from_table(json.loads(json.dumps(old.model_dump(mode="json")))) == old
+    v1_size = len(json.dumps({"items": [it.model_dump(mode="json") for it in seq.items]}))
+    assert len(json.dumps(stored)) * 2 < v1_size  # at least 2x smaller than the field-named form
 
 
 def test_popularity_counts_after_rebuild() -> None:
