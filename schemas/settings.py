@@ -68,6 +68,11 @@ class Settings(BaseSettings):
     reenrich_max_attempts: int = Field(default=12, ge=1, le=1000)
     sequence_length: int = Field(default=50, ge=1, le=1000)
     request_timeout_s: float = Field(default=10.0, gt=0)
+    # How long the broker keeps replies (``retention.ms`` of tailor.recommend.replies). A
+    # reply matters for the seconds its caller waits; kept forever, the replies were the
+    # fastest-growing topic (~3 KB each, 50/s = 13 GB a day), and the embedded broker's CPU
+    # grows with what it retains (README "Request latency").
+    reply_retention_s: int = Field(default=60, ge=10, le=7 * 24 * 3600)
     candidates: int = Field(default=100, ge=1, le=1000)
     # Requests a worker answers at once. The model stages share the event loop; the rest of
     # a request waits on Milvus and on the reply's acknowledgement, and with 4 at a time a

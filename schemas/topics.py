@@ -11,6 +11,9 @@ class TopicSpec(BaseModel):
     name: str
     partitions: int
     key: str  # which entity id is the message key (ordering holds per key)
+    # Topic configs the topic is created with (and that ``tailor topics`` / the worker set
+    # on an existing topic that lacks them). Empty: the broker's defaults.
+    configs: dict[str, str] = {}
 
 
 # Interactions, requests and the user-sequence changelog must share one partition
@@ -50,7 +53,25 @@ USER_SEQUENCE_TABLE = "user-sequences"
 PRODUCT_VERSION_TABLE = "product-versions"
 
 
+# A table changelog keeps the last value per key, forever: compacted, as faust creates its
+# own. Created with the broker's default policy (delete after 7 days on Apache Kafka), a
+# user inactive for a week would lose their sequence at the next recovery.
+CHANGELOG_CONFIGS = {"cleanup.policy": "compact"}
+
+
 def changelog_topic(app_id: str, table: str = USER_SEQUENCE_TABLE) -> TopicSpec:
     if table == PRODUCT_VERSION_TABLE:
-        return TopicSpec(name=f"{app_id}-{table}-changelog", partitions=PRODUCTS_CREATED.partitions, key="product_id")
-    return TopicSpec(name=f"{app_id}-{table}-changelog", partitions=USER_PARTITIONS, key="user_id")
+        return TopicSpec(
+            name=f"{app_id}-{table}-changelog",
+            partitions=PRODUCTS_CREATED.partitions,
+            key="product_id",
+            configs=CHANGELOG_CONFIGS,
+        )
+    return TopicSpec(
+        name=f"{app_id}-{table}-changelog", partitions=USER_PARTITIONS, key="user_id", configs=CHANGELOG_CONFIGS
+    )
+
+
+def replies_topic(retention_s: int) -> TopicSpec:
+    """The replies topic with its retention (``Settings.reply_retention_s``)."""
+    return RECOMMEND_REPLIES.model_copy(update={"configs": {"retention.ms": str(retention_s * 1000)}})

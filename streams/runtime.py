@@ -20,6 +20,7 @@ from types import TracebackType
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
 from consumers.kafka import client_kwargs
@@ -122,7 +123,8 @@ def milvus_process(data_dir: Path, port: int) -> ChildProcess:
 async def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> None:
     """Create every topic with its partition count (brokers may auto-create with 1)."""
     wanted = [
-        *topics.ALL_TOPICS,
+        *(t for t in topics.ALL_TOPICS if t.name != topics.RECOMMEND_REPLIES.name),
+        topics.replies_topic(settings.reply_retention_s),
         topics.changelog_topic(settings.app_id),
         topics.changelog_topic(settings.app_id, topics.PRODUCT_VERSION_TABLE),
     ]
@@ -138,16 +140,36 @@ async def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> None:
             await asyncio.sleep(0.3)
     try:
         existing = set(await admin.list_topics())
-        new = [NewTopic(t.name, t.partitions, 1) for t in wanted if t.name not in existing]
+        new = [NewTopic(t.name, t.partitions, 1, topic_configs=t.configs) for t in wanted if t.name not in existing]
         if new:
             try:
                 await admin.create_topics(new)
             except TopicAlreadyExistsError:
                 pass
             log.info("created topics: %s", ", ".join(t.name for t in new))
+        await _set_configs(admin, [t for t in wanted if t.name in existing and t.configs])
     finally:
         await admin.close()
     await init_group_offsets(settings)
+
+
+async def _set_configs(admin: AIOKafkaAdminClient, specs: list[topics.TopicSpec]) -> None:
+    """Give existing topics the configs their spec asks for (topics made by an older Tailor
+    or by hand). AlterConfigs replaces a topic's whole set of overrides, so the overrides it
+    has are read first and kept."""
+    if not specs:
+        return
+    resources = [ConfigResource(ConfigResourceType.TOPIC, t.name) for t in specs]
+    current: dict[str, dict[str, str]] = {}
+    for response in await admin.describe_configs(resources):
+        for _, _, _, name, entries in response.resources:
+            # (name, value, read_only, source, sensitive, synonyms); source 1 = a topic override
+            current[name] = {e[0]: e[1] for e in entries if e[3] == 1 and e[1] is not None}
+    changed = [t for t in specs if any(current.get(t.name, {}).get(k) != v for k, v in t.configs.items())]
+    if changed:
+        merged = {t.name: {**current.get(t.name, {}), **t.configs} for t in changed}
+        await admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, name, cfg) for name, cfg in merged.items()])
+        log.info("set topic configs: %s", "; ".join(f"{t.name} {t.configs}" for t in changed))
 
 
 # The topics the worker's consumer group reads (faust commits offsets for these).
