@@ -16,6 +16,7 @@ from consumers.vector_store import VectorStore
 from schemas import topics
 from schemas.events import DeadLetter, Interaction, ProductEnriched
 from schemas.limits import MAX_TITLE_CHARS
+from streams.sequences import UserSequence
 from tests.factories import product
 from tests.harness import Stack, read_topic
 
@@ -81,15 +82,16 @@ async def _sequence_of(stack: Stack, user_id: str, expect_len: int, last: int | 
     """The durable table state: the last changelog record of the user, once it holds
     ``expect_len`` items (ending with ``last``, when given: later clicks may still come)."""
 
-    def done(records: list) -> bool:
+    def latest(records: list) -> list[int]:
         mine = [r for r in records if json.loads(r.key) == user_id]
-        items = json.loads(mine[-1].value)["items"] if mine else []
-        return len(items) >= expect_len and (last is None or items[-1]["product_id"] == last)
+        return UserSequence.model_validate(json.loads(mine[-1].value)).product_ids() if mine else []
+
+    def done(records: list) -> bool:
+        items = latest(records)
+        return len(items) >= expect_len and (last is None or items[-1] == last)
 
     changelog = topics.changelog_topic(stack.settings.app_id)
-    recs = await read_topic(stack.settings, changelog.name, changelog.partitions, done)
-    last = [r for r in recs if json.loads(r.key) == user_id][-1]
-    return [it["product_id"] for it in json.loads(last.value)["items"]]
+    return latest(await read_topic(stack.settings, changelog.name, changelog.partitions, done))
 
 
 async def test_clicks_update_the_sequence_table_and_survive_restart(stack: Stack, producer: TailorProducer) -> None:
