@@ -37,5 +37,14 @@ def client_kwargs(settings: Settings) -> dict[str, Any]:
     return kwargs
 
 
+def producer_kwargs(settings: Settings) -> dict[str, Any]:
+    """``client_kwargs`` plus what only a producer takes (every producer of ours)."""
+    return {**client_kwargs(settings), "compression_type": compression_type(settings)}
+
+
+def compression_type(settings: Settings) -> str | None:
+    return None if settings.kafka_compression == "none" else settings.kafka_compression
+
+
 def _path(path: Path | None) -> str | None:
     return str(path) if path is not None else None

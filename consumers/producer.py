@@ -7,7 +7,7 @@ from types import TracebackType
 from aiokafka import AIOKafkaProducer
 from pydantic import BaseModel
 
-from consumers.kafka import client_kwargs
+from consumers.kafka import producer_kwargs
 from schemas import topics
 from schemas.events import Interaction, ProductCreated
 from schemas.settings import Settings
@@ -15,7 +15,7 @@ from schemas.settings import Settings
 
 class TailorProducer:
     def __init__(self, settings: Settings) -> None:
-        self._producer = AIOKafkaProducer(**client_kwargs(settings), acks="all", linger_ms=5)
+        self._producer = AIOKafkaProducer(**producer_kwargs(settings), acks="all", linger_ms=5)
 
     async def __aenter__(self) -> TailorProducer:
         await self._producer.start()

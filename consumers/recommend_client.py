@@ -16,7 +16,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from pydantic import ValidationError
 
-from consumers.kafka import client_kwargs
+from consumers.kafka import client_kwargs, producer_kwargs
 from schemas import topics
 from schemas.events import RecommendReply, RecommendRequest
 from schemas.settings import Settings
@@ -36,7 +36,7 @@ class RecommendClient:
         self.settings = settings
         self.timeout_s = timeout_s or settings.request_timeout_s
         kwargs = client_kwargs(settings)
-        self._producer = AIOKafkaProducer(**kwargs, acks="all")
+        self._producer = AIOKafkaProducer(**producer_kwargs(settings), acks="all")
         self._consumer = AIOKafkaConsumer(**kwargs, group_id=None, enable_auto_commit=False)
         self._pending: dict[str, asyncio.Future[RecommendReply]] = {}
         self._reader: asyncio.Task[None] | None = None

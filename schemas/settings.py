@@ -33,6 +33,12 @@ class Settings(BaseSettings):
     # A pause after an empty fetch (consumers.idle_fetch): the embedded broker answers one
     # at once, and an idle consumer would spin; 0 turns it off.
     kafka_idle_fetch_backoff_ms: float = Field(default=2.0, ge=0, le=1000)
+    # Record batches our producers write (faust's too: replies, table changelogs). JSON
+    # compresses ~5x, and the embedded broker rewrites its whole state file every couple of
+    # seconds while anything is written, so its CPU grows with the bytes it retains (README
+    # "Request latency"). gzip needs nothing more; snappy/lz4/zstd need cramjam
+    # (aiokafka's extras). Consumers read any of them.
+    kafka_compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "gzip"
     # Milvus: unset -> the embedded Milvus started by `tailor up` on milvus_port.
     milvus_uri: str | None = None
     milvus_port: int = 19531

@@ -8,7 +8,7 @@ from typing import Any
 import aiokafka
 import faust
 
-from consumers.kafka import client_kwargs
+from consumers.kafka import client_kwargs, compression_type
 from schemas import topics
 from schemas.settings import Settings, load_settings
 
@@ -103,6 +103,7 @@ def create_app(settings: Settings) -> faust.App:
         consumer_auto_offset_reset="earliest",
         web_enabled=False,
         producer_acks=-1,
+        producer_compression_type=compression_type(settings),
     )
 
 
