@@ -3,6 +3,7 @@
     python -m bench.latency [--items 100000] [--users 1000] [--history 20] [--rate 50]
                             [--seconds 60] [--sweep 10,25] [--baseline-seconds 20] [--models DIR]
                             [--stages trained|none] [--stage-epochs 1]
+                            [--variant label:TAILOR_VAR=value,... ...]
 
 Starts a real noida-db broker, an embedded Milvus and the real worker on free ports in a
 temp dir, seeds an ``--items`` catalog directly into the worker's Milvus collection
@@ -26,13 +27,18 @@ latency - ``total_ms`` (request produce + the worker's consume/produce + reply c
 Baselines in the same run, same catalog and users, worker stopped: the request path in
 process (``Recommender.answer`` of ``streams.serving``, built as the worker builds it, no
 Kafka) at each rate, and one bare Milvus top-100 search at ``--rate``. Goal: p99 <= 100 ms.
-Writes bench/results/latency.csv, latency_stages.csv and latency.png.
+Also the cores each process used at each rate (worker, broker, Milvus, this load generator).
+Each ``--variant`` runs the Kafka rates again with a fresh worker (and this process's
+client) under other settings, against the same catalog, users and baselines, so settings
+are compared within one run (e.g. ``--variant no-compression:TAILOR_KAFKA_COMPRESSION=none``).
+Writes bench/results/latency.csv, latency_stages.csv, latency_cpu.csv and latency.png.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import random
 import time
 from collections import defaultdict
@@ -44,7 +50,7 @@ import numpy as np
 
 from bench import synth
 from bench.report import console, emit
-from bench.system import Catalog, System, ensure_model, open_loop, plot_latency, ratios, running, stats
+from bench.system import Catalog, System, cores, ensure_model, open_loop, plot_latency, ratios, running, stats
 from consumers.producer import TailorProducer
 from consumers.recommend_client import RecommendClient
 from schemas import topics
@@ -211,6 +217,40 @@ def row(path: str, rate: float, seconds: float, samples: Samples) -> dict[str, A
     }
 
 
+def tag(label: str) -> str:
+    """A row label's suffix for a worker-settings variant (none for the default)."""
+    return "" if label == "default" else f" [{label}]"
+
+
+def parse_variant(text: str) -> tuple[str, dict[str, str]]:
+    """``label:VAR=value,VAR2=value`` -> (label, worker environment)."""
+    label, _, assignments = text.partition(":")
+    env = dict(a.split("=", 1) for a in assignments.split(",") if "=" in a)
+    if not label or not env or not all(k.startswith("TAILOR_") for k in env):
+        raise argparse.ArgumentTypeError(f"--variant wants label:TAILOR_VAR=value[,...], got {text!r}")
+    return label, env
+
+
+def measure_kafka(
+    system: System, user_ids: list[str], plan: list[tuple[float, float]], k: int, warmup: float, label: str
+) -> tuple[dict[float, Samples], list[dict[str, Any]]]:
+    """The plan's rates through Kafka against the running worker: samples per rate and the
+    cores each process used meanwhile."""
+    samples: dict[float, Samples] = {}
+    cpu: list[dict[str, Any]] = []
+    if warmup:
+        asyncio.run(through_kafka(system, user_ids, plan[0][0], warmup, k))
+    for i, (rate, seconds) in enumerate(plan):
+        if i:
+            drain(system)
+        console.print(f"measuring {rate:g} req/s for {seconds:g}s through Kafka ({label}) ...")
+        before, t0 = system.cpu_seconds(), time.perf_counter()
+        samples[rate] = asyncio.run(through_kafka(system, user_ids, rate, seconds, k))
+        used = cores(before, system.cpu_seconds(), time.perf_counter() - t0)
+        cpu.append({"worker settings": label, "rate": rate, **used, "all": sum(used.values())})
+    return samples, cpu
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--items", type=int, default=100_000)
@@ -233,11 +273,21 @@ def main() -> None:
         "(the full request path); none: the item tower only (multi-interest queries + MMR)",
     )
     ap.add_argument("--stage-epochs", type=int, default=1, help="epochs of each ranking stage (cost, not quality)")
+    ap.add_argument(
+        "--variant",
+        type=parse_variant,
+        action="append",
+        default=[],
+        help="label:TAILOR_VAR=value[,...]: also measure the worker (and the client) with these settings, "
+        "same catalog, users and baselines (repeatable)",
+    )
     args = ap.parse_args()
     plan = [(float(r), args.sweep_seconds) for r in args.sweep.split(",") if r.strip()] + [(args.rate, args.seconds)]
     models = ensure_model(args.models)
-    worker: dict[float, Samples] = {}
+    variants: list[tuple[str, dict[str, str]]] = [("default", {}), *args.variant]
+    worker: dict[str, dict[float, Samples]] = {}  # per worker-settings variant, per rate
     local: dict[float, Samples] = {}
+    cpu: list[dict[str, Any]] = []  # cores per process during each rate through Kafka
     with running(models, keep=args.keep) as system:
         catalog = system.seed_catalog(args.items)
         console.print(f"seeded {len(catalog.ids):,} items directly into Milvus in {catalog.seconds:.0f}s")
@@ -252,13 +302,13 @@ def main() -> None:
         asyncio.run(publish_clicks(system, interactions(users)))
         console.print(f"{args.users * args.history:,} clicks applied in {time.perf_counter() - t0:.1f}s")
         user_ids = sorted(users)
-        if args.warmup:
-            asyncio.run(through_kafka(system, user_ids, plan[0][0], args.warmup, args.k))
-        for i, (rate, seconds) in enumerate(plan):
-            if i:
-                drain(system)
-            console.print(f"measuring {rate:g} req/s for {seconds:g}s through Kafka ...")
-            worker[rate] = asyncio.run(through_kafka(system, user_ids, rate, seconds, args.k))
+        for i, (label, env) in enumerate(variants):
+            if i:  # the next settings: a fresh worker (it restores the table from its changelog)
+                system.stop_worker()
+                system.env = dict(env)
+                console.print(f"worker ({label}) ready in {system.start_worker():.1f}s")
+            worker[label], used = measure_kafka(system, user_ids, plan, args.k, args.warmup, label)
+            cpu.extend(used)
         system.stop_worker()  # the baselines run with the worker gone: nothing else of ours on the CPU
         for rate, _ in plan:
             console.print(f"baseline in process: {rate:g} req/s for {args.baseline_seconds:g}s ...")
@@ -267,9 +317,10 @@ def main() -> None:
 
     rows = []
     for rate, seconds in plan:
-        rows.append(row("worker via Kafka (RecommendClient)", rate, seconds, worker[rate]))
         base = row("baseline: Recommender.answer in process (no Kafka)", rate, args.baseline_seconds, local[rate])
-        ratios(rows[-1:], base)
+        for label, _ in variants:
+            rows.append(row(f"worker via Kafka (RecommendClient){tag(label)}", rate, seconds, worker[label][rate]))
+            ratios(rows[-1:], base)
         rows.append(base)
     bare_row = {"path": f"baseline: bare Milvus top-{system.settings.candidates} search", "rate": args.rate}
     bare_row |= {**stats(bare), "served_per_s": len(bare) / args.baseline_seconds, "errors": 0}
@@ -285,26 +336,31 @@ def main() -> None:
     )
     emit("latency", title, rows)
     stages = []
-    for rate, _ in plan:
-        label = f"worker via Kafka @{rate:g}/s"
-        stages += stage_rows(label, worker[rate])
-        trip = worker[rate].kafka_round_trip()
-        stages.append({"path": label, "stage": "kafka round trip (client - total)", **stats(trip)})
-        stages.append({"path": label, "stage": "client (end to end)", **stats(worker[rate].latency)})
+    for variant, _ in variants:
+        for rate, _ in plan:
+            label, samples = f"worker via Kafka @{rate:g}/s{tag(variant)}", worker[variant][rate]
+            stages += stage_rows(label, samples)
+            trip = samples.kafka_round_trip()
+            stages.append({"path": label, "stage": "kafka round trip (client - total)", **stats(trip)})
+            stages.append({"path": label, "stage": "client (end to end)", **stats(samples.latency)})
     for rate, _ in plan:
         stages += stage_rows(f"in process (no Kafka) @{rate:g}/s", local[rate])
     emit("latency_stages", "Latency by stage (timings_ms of the replies; ms)", stages)
+    machine = os.cpu_count() or 0
+    emit("latency_cpu", f"Cores used by each process while serving through Kafka (this machine: {machine})", cpu)
     series: dict[str, list[float]] = {}
     for rate, _ in plan:
-        series[f"worker via Kafka @{rate:g}/s"] = worker[rate].latency
+        for label, _ in variants:
+            series[f"worker via Kafka @{rate:g}/s{tag(label)}"] = worker[label][rate].latency
         series[f"in process @{rate:g}/s"] = local[rate].latency
     series[f"bare Milvus search @{args.rate:g}/s"] = bare
     plot_latency("latency", title, series, GOAL_MS)
     for rate, _ in plan:
-        if worker[rate].errors or local[rate].errors:
-            console.print(
-                f"[yellow]@{rate:g}/s errors: worker {dict(worker[rate].errors)}, in process {dict(local[rate].errors)}"
-            )
+        for label, _ in variants:
+            if worker[label][rate].errors:
+                console.print(f"[yellow]@{rate:g}/s{tag(label)} errors: worker {dict(worker[label][rate].errors)}")
+        if local[rate].errors:
+            console.print(f"[yellow]@{rate:g}/s errors: in process {dict(local[rate].errors)}")
 
 
 if __name__ == "__main__":

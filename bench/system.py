@@ -197,6 +197,15 @@ class System:
                 total += float(m.group(2))
         return total
 
+    def cpu_seconds(self) -> dict[str, float]:
+        """CPU seconds (user + system) so far of each process of the system and of this
+        one (the load generator); cores over a phase = the difference / its wall time."""
+        out = {"worker": proc_cpu_seconds(self.worker.pid) if self.worker else 0.0}
+        for child in (self.broker, self.milvus):
+            out[child.name] = proc_cpu_seconds(child.proc.pid) if child.proc else 0.0
+        out["load generator"] = time.process_time()
+        return out
+
     def events_ok(self, topic: str) -> float:
         return self.metric("tailor_events_total", topic=topic, outcome="ok")
 
@@ -334,6 +343,20 @@ async def open_loop(rate: float, seconds: float, fire: Callable[[int, float], Aw
             await asyncio.sleep(delay)
         tasks.append(asyncio.create_task(fire(i, due)))
     await asyncio.gather(*tasks)
+
+
+def proc_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a live process (Linux ``/proc``; 0 once it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+
+
+def cores(before: dict[str, float], after: dict[str, float], seconds: float) -> dict[str, float]:
+    """Cores each process used between two ``System.cpu_seconds`` readings."""
+    return {name: (after[name] - before.get(name, 0.0)) / seconds for name in after}
 
 
 def stats(samples_ms: Sequence[float]) -> dict[str, float]:
