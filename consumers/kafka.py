@@ -12,7 +12,7 @@ from schemas.settings import Settings
 def client_kwargs(settings: Settings) -> dict[str, Any]:
     # Every aiokafka client of the process (faust's included) is built from here, so the
     # process-wide fetch setting is applied here too.
-    pause_idle_fetches(settings.kafka_idle_fetch_backoff_ms)
+    pause_idle_fetches(settings.kafka_idle_fetch_backoff_ms, settings.kafka_idle_fetch_max_backoff_ms)
     kwargs: dict[str, Any] = {
         "bootstrap_servers": settings.bootstrap,
         "security_protocol": settings.kafka_security_protocol,
