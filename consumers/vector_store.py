@@ -183,8 +183,9 @@ class VectorStore:
             return self._read(ids, with_vectors)
         found, missing = self.cache.lookup(ids)
         if missing:
+            read_at = self.cache.clock()
             read = self._read(missing, True)  # cached rows carry their vector
-            self.cache.put(read.values())
+            self.cache.put(read.values(), read_at)
             found |= read
         return {i: found[i] for i in ids if i in found}
 

@@ -93,9 +93,10 @@ class Settings(BaseSettings):
     # shared (Milvus, the broker, other requests) 2 threads made a transformer layer 10x
     # slower (23 vs 2.4 ms). Parallelism comes from partitions and replicas instead.
     compute_threads: int = Field(default=1, ge=1, le=256)
-    # Rows read from Milvus are kept this long in the worker (consumers.row_cache): a product
-    # changed by another worker reaches this one's reranker within it. 0 turns it off.
-    row_cache_ttl_s: float = Field(default=60.0, ge=0, le=86_400)
+    # Rows read from Milvus are kept this long in the worker (consumers.row_cache); a changed
+    # product's row is forgotten at once (streams.row_sync reads every worker's change
+    # notices), so the TTL only bounds what a missed notice could leave stale. 0 turns it off.
+    row_cache_ttl_s: float = Field(default=600.0, ge=0, le=86_400)
     row_cache_rows: int = Field(default=100_000, ge=0, le=10_000_000)
     worker_web_port: int = 6066
     log_level: str = "info"

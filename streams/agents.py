@@ -31,7 +31,7 @@ from schemas.events import (
     RecommendRequest,
     ReenrichRequest,
 )
-from streams import model_swap
+from streams import model_swap, row_sync
 from streams.app import (
     app,
     deadletter,
@@ -280,3 +280,9 @@ async def _answer(req: RecommendRequest) -> RecommendReply:
 async def model_updates() -> None:
     """Hot swap on ``tailor.models.updated`` (see ``streams.model_swap``)."""
     await model_swap.watch(svc())
+
+
+@app.task
+async def row_cache_sync() -> None:
+    """Forget cached Milvus rows of products any worker changed (see ``streams.row_sync``)."""
+    await row_sync.watch(svc())

@@ -101,3 +101,44 @@ def test_lookups_are_counted_in_the_workers_metrics() -> None:
     cache.lookup([1, 2, 3])
     assert (sample("hit") - before[0], sample("miss") - before[1]) == (1.0, 2.0)
     assert (cache.hits, cache.misses) == (1, 2)
+
+
+def test_a_read_that_raced_a_change_is_not_kept() -> None:
+    clock = Clock()
+    cache = RowCache(ttl_s=600, max_rows=10, clock=clock)
+    clock.now = 100.0
+    read_at = clock.now  # a read of products 1 and 2 begins ...
+    clock.now = 100.5
+    cache.forget([1])  # ... this process changes product 1 meanwhile ...
+    clock.now = 101.0
+    cache.put([row(1), row(2)], read_at)  # ... so the row read may be the old one
+    found, missing = cache.lookup([1, 2])
+    assert list(found) == [2] and missing == [1]
+    cache.put([row(1)], 101.0)  # a read begun after its own write sees it: kept
+    assert 1 in cache.lookup([1])[0]
+
+
+def test_after_another_workers_notice_reads_are_kept_only_once_settled() -> None:
+    clock = Clock()
+    cache = RowCache(ttl_s=600, max_rows=10, clock=clock)
+    cache.put([row(1)])
+    cache.forget([1], settle_s=5)  # a notice: Milvus may show the other client's write late
+    clock.now = 3.0
+    cache.put([row(1)], clock.now)
+    assert cache.lookup([1])[1] == [1]
+    clock.now = 6.0
+    cache.put([row(1)], clock.now)
+    assert 1 in cache.lookup([1])[0]
+
+
+def test_clear_drops_every_row() -> None:
+    cache = RowCache(ttl_s=600, max_rows=10)
+    cache.put([row(1), row(2)])
+    cache.clear()
+    assert len(cache) == 0 and cache.lookup([1, 2])[1] == [1, 2]
+
+
+def test_change_notice_keys_name_product_ids() -> None:
+    from streams.row_sync import product_ids
+
+    assert product_ids([b"12", b"x", None, "\u00e9".encode(), b"7"]) == [12, 7]
