@@ -3,7 +3,7 @@
     python -m bench.latency [--items 100000] [--users 1000] [--history 20] [--rate 50]
                             [--seconds 60] [--sweep 10,25] [--baseline-seconds 20] [--models DIR]
                             [--stages trained|none] [--stage-epochs 1]
-                            [--variant label:TAILOR_VAR=value,... ...]
+                            [--variant label:TAILOR_VAR=value,... ...] [--replicas N ...]
 
 Starts a real noida-db broker, an embedded Milvus and the real worker on free ports in a
 temp dir, seeds an ``--items`` catalog directly into the worker's Milvus collection
@@ -31,6 +31,8 @@ Also the cores each process used at each rate (worker, broker, Milvus, this load
 Each ``--variant`` runs the Kafka rates again with a fresh worker (and this process's
 client) under other settings, against the same catalog, users and baselines, so settings
 are compared within one run (e.g. ``--variant no-compression:TAILOR_KAFKA_COMPRESSION=none``).
+Each ``--replicas N`` does the same with N worker processes of the default settings in one
+consumer group (faust splits the partitions between them; the cores column sums them).
 Writes bench/results/latency.csv, latency_stages.csv, latency_cpu.csv and latency.png.
 """
 
@@ -281,10 +283,22 @@ def main() -> None:
         help="label:TAILOR_VAR=value[,...]: also measure the worker (and the client) with these settings, "
         "same catalog, users and baselines (repeatable)",
     )
+    ap.add_argument(
+        "--replicas",
+        type=int,
+        action="append",
+        default=[],
+        choices=range(2, topics.USER_PARTITIONS + 1),
+        metavar="N",
+        help=f"also measure N worker processes in one group, 2..{topics.USER_PARTITIONS} (the request partitions; "
+        "repeatable)",
+    )
     args = ap.parse_args()
     plan = [(float(r), args.sweep_seconds) for r in args.sweep.split(",") if r.strip()] + [(args.rate, args.seconds)]
     models = ensure_model(args.models)
-    variants: list[tuple[str, dict[str, str]]] = [("default", {}), *args.variant]
+    # (label, worker environment, worker processes)
+    variants = [("default", {}, 1), *((label, env, 1) for label, env in args.variant)]
+    variants += [(f"{n} workers", {}, n) for n in args.replicas]
     worker: dict[str, dict[float, Samples]] = {}  # per worker-settings variant, per rate
     local: dict[float, Samples] = {}
     cpu: list[dict[str, Any]] = []  # cores per process during each rate through Kafka
@@ -302,11 +316,16 @@ def main() -> None:
         asyncio.run(publish_clicks(system, interactions(users)))
         console.print(f"{args.users * args.history:,} clicks applied in {time.perf_counter() - t0:.1f}s")
         user_ids = sorted(users)
-        for i, (label, env) in enumerate(variants):
+        for i, (label, env, processes) in enumerate(variants):
             if i:  # the next settings: a fresh worker (it restores the table from its changelog)
                 system.stop_worker()
                 system.env = dict(env)
                 console.print(f"worker ({label}) ready in {system.start_worker():.1f}s")
+            if processes > 1:
+                t0 = time.perf_counter()
+                system.spawn_replicas(processes - 1)
+                asyncio.run(system.wait_all_ready())
+                console.print(f"{processes - 1} more worker(s) answering in {time.perf_counter() - t0:.1f}s")
             worker[label], used = measure_kafka(system, user_ids, plan, args.k, args.warmup, label)
             cpu.extend(used)
         system.stop_worker()  # the baselines run with the worker gone: nothing else of ours on the CPU
@@ -318,7 +337,7 @@ def main() -> None:
     rows = []
     for rate, seconds in plan:
         base = row("baseline: Recommender.answer in process (no Kafka)", rate, args.baseline_seconds, local[rate])
-        for label, _ in variants:
+        for label, *_ in variants:
             rows.append(row(f"worker via Kafka (RecommendClient){tag(label)}", rate, seconds, worker[label][rate]))
             ratios(rows[-1:], base)
         rows.append(base)
@@ -336,7 +355,7 @@ def main() -> None:
     )
     emit("latency", title, rows)
     stages = []
-    for variant, _ in variants:
+    for variant, *_ in variants:
         for rate, _ in plan:
             label, samples = f"worker via Kafka @{rate:g}/s{tag(variant)}", worker[variant][rate]
             stages += stage_rows(label, samples)
@@ -350,13 +369,13 @@ def main() -> None:
     emit("latency_cpu", f"Cores used by each process while serving through Kafka (this machine: {machine})", cpu)
     series: dict[str, list[float]] = {}
     for rate, _ in plan:
-        for label, _ in variants:
+        for label, *_ in variants:
             series[f"worker via Kafka @{rate:g}/s{tag(label)}"] = worker[label][rate].latency
         series[f"in process @{rate:g}/s"] = local[rate].latency
     series[f"bare Milvus search @{args.rate:g}/s"] = bare
     plot_latency("latency", title, series, GOAL_MS)
     for rate, _ in plan:
-        for label, _ in variants:
+        for label, *_ in variants:
             if worker[label][rate].errors:
                 console.print(f"[yellow]@{rate:g}/s{tag(label)} errors: worker {dict(worker[label][rate].errors)}")
         if local[rate].errors:

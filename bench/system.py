@@ -102,6 +102,10 @@ class System:
     env: dict[str, str] = field(default_factory=dict)
     worker: subprocess.Popen[bytes] | None = None
     services: Any = None  # streams.services.Services of the benchmark process, once built
+    # More worker processes in the worker's consumer group (``spawn_replicas``), and the
+    # metrics port of each.
+    replicas: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    replica_ports: list[int] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.kafka_port, self.milvus_port, self.metrics_port = free_port(), free_port(), free_port()
@@ -154,10 +158,45 @@ class System:
     def spawn_worker(self, **env: str) -> None:
         """Start the worker process and return at once."""
         self.env.update(env)
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with self.log_path.open("ab") as log:
-            argv = [sys.executable, "-m", "streams.cli", "worker", "--metrics-port", str(self.metrics_port)]
-            self.worker = subprocess.Popen(argv, env=self.worker_env(), stdout=log, stderr=subprocess.STDOUT)
+        self.worker = self._popen_worker(self.worker_env(), self.metrics_port, self.log_path)
+
+    def _popen_worker(self, env: dict[str, str], metrics_port: int, log_path: Path) -> subprocess.Popen[bytes]:
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with log_path.open("ab") as log:
+            argv = [sys.executable, "-m", "streams.cli", "worker", "--metrics-port", str(metrics_port)]
+            return subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+    def spawn_replicas(self, n: int) -> None:
+        """``n`` more worker processes (the worker's settings, same consumer group: faust
+        splits the partitions between them), each with its own data dir as each docker
+        replica has its own volume, holding a copy of the runtime RE vocabulary, and its
+        own metrics port. Return at once; ``wait_all_ready`` waits for them."""
+        for _ in range(n):
+            i = len(self.replicas) + 2  # worker 1 is ``self.worker``
+            data = self.root / f"worker-{i}"
+            vocab = self.settings.vocab_file("any").parent  # the worker's vocabulary logs
+            if vocab.exists():
+                shutil.copytree(vocab, data / vocab.name, dirs_exist_ok=True)
+            port = free_port()
+            env = {**self.worker_env(), "TAILOR_DATA_DIR": str(data)}
+            self.replicas.append(self._popen_worker(env, port, self.log_path.with_name(f"worker-{i}.log")))
+            self.replica_ports.append(port)
+
+    async def wait_all_ready(self, timeout_s: float = 300) -> None:
+        """Until every replica has answered a request: requests for ever new users (their
+        keys spread over the request partitions) while the group rebalances."""
+        deadline = time.monotonic() + timeout_s
+        async with RecommendClient(self.settings, timeout_s=3) as client:
+            for round_ in itertools.count():
+                for proc in self.replicas:
+                    if proc.poll() is not None:
+                        raise RuntimeError(f"a worker replica exited with {proc.returncode} (logs under {self.root})")
+                if all(self._metric_at(p, "tailor_request_seconds_count") > 0 for p in self.replica_ports):
+                    return
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"worker replicas not answering after {timeout_s:g} s")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.gather(*(client.recommend(f"bench-ready-{round_}-{j}", k=1) for j in range(8)))
 
     async def wait_ready(self, timeout_s: float = 300) -> None:
         deadline = time.monotonic() + timeout_s
@@ -174,19 +213,35 @@ class System:
                         raise
 
     def stop_worker(self) -> None:
-        if self.worker and self.worker.poll() is None:
-            self.worker.send_signal(signal.SIGTERM)
+        """Stop the worker and its replicas (SIGTERM: faust leaves the group cleanly)."""
+        procs = [p for p in (self.worker, *self.replicas) if p is not None and p.poll() is None]
+        for proc in procs:
+            proc.send_signal(signal.SIGTERM)
+        for proc in procs:
             try:
-                self.worker.wait(60)
+                proc.wait(60)
             except subprocess.TimeoutExpired:
-                self.worker.kill()
-                self.worker.wait()
+                proc.kill()
+                proc.wait()
         self.worker = None
+        self.replicas.clear()
+        self.replica_ports.clear()
 
     def metric(self, name: str, **labels: str) -> float:
-        """Sum of the worker's Prometheus samples ``name`` whose labels include ``labels``."""
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as resp:
-            text = resp.read().decode()
+        """Sum of the Prometheus samples ``name`` whose labels include ``labels``, over the
+        worker and its replicas."""
+        return sum(self._metric_at(port, name, **labels) for port in (self.metrics_port, *self.replica_ports))
+
+    def _metric_at(self, port: int, name: str, **labels: str) -> float:
+        """As ``metric``, of the worker process serving metrics on ``port`` (0 while a
+        replica's endpoint is not up yet)."""
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+                text = resp.read().decode()
+        except OSError:
+            if port == self.metrics_port:
+                raise
+            return 0.0
         total = 0.0
         for line in text.splitlines():
             m = re.match(rf"^{re.escape(name)}(?:\{{(.*)\}})? (\S+)$", line)
@@ -200,7 +255,8 @@ class System:
     def cpu_seconds(self) -> dict[str, float]:
         """CPU seconds (user + system) so far of each process of the system and of this
         one (the load generator); cores over a phase = the difference / its wall time."""
-        out = {"worker": proc_cpu_seconds(self.worker.pid) if self.worker else 0.0}
+        workers = [p for p in (self.worker, *self.replicas) if p is not None]
+        out = {"worker": sum(proc_cpu_seconds(p.pid) for p in workers)}  # all replicas together
         for child in (self.broker, self.milvus):
             out[child.name] = proc_cpu_seconds(child.proc.pid) if child.proc else 0.0
         out["load generator"] = time.process_time()
