@@ -318,10 +318,14 @@ def main() -> None:
         user_ids = sorted(users)
         for i, (label, env, processes) in enumerate(variants):
             if i:  # the next settings: a fresh worker (it restores the table from its changelog)
+                drain(system, timeout_s=600)  # the last rate's backlog: not left to the next worker
                 system.stop_worker()
                 system.env = dict(env)
                 console.print(f"worker ({label}) ready in {system.start_worker():.1f}s")
             if processes > 1:
+                # The replicas join an idle worker: joined while it still worked off a backlog,
+                # a replica was seen waiting 300 s for partitions on noida-db (never assigned).
+                drain(system, timeout_s=600)
                 t0 = time.perf_counter()
                 system.spawn_replicas(processes - 1)
                 asyncio.run(system.wait_all_ready())

@@ -39,7 +39,14 @@ from models import registry
 from schemas.events import ProductEnriched
 from schemas.settings import Settings
 from streams.products import item_row as product_row
-from streams.runtime import ChildProcess, broker_process, ensure_topics, free_port, milvus_process
+from streams.runtime import (
+    ChildProcess,
+    broker_process,
+    ensure_topics,
+    expire_group_members,
+    free_port,
+    milvus_process,
+)
 
 SEED_BATCH = 2000
 BENCH_MODELS = Path("var") / "bench-models"
@@ -182,12 +189,20 @@ class System:
             self.replicas.append(self._popen_worker(env, port, self.log_path.with_name(f"worker-{i}.log")))
             self.replica_ports.append(port)
 
-    async def wait_all_ready(self, timeout_s: float = 300) -> None:
+    async def wait_all_ready(self, timeout_s: float = 300, stale_after_s: float = 45) -> None:
         """Until every replica has answered a request: requests for ever new users (their
-        keys spread over the request partitions) while the group rebalances."""
+        keys spread over the request partitions) while the group rebalances. A rebalance
+        still unfinished after ``stale_after_s`` is taken to wait for a member that is gone
+        (noida-db never expires one; ``streams.runtime.expire_group_members``): the group is
+        emptied once and the live workers rejoin."""
         deadline = time.monotonic() + timeout_s
+        stale_at = time.monotonic() + stale_after_s
         async with RecommendClient(self.settings, timeout_s=3) as client:
             for round_ in itertools.count():
+                if stale_at and time.monotonic() > stale_at:
+                    expired = await expire_group_members(self.settings)
+                    console.print(f"[yellow]rebalance stuck: {expired} group members expired, the live ones rejoin")
+                    stale_at = 0.0
                 for proc in self.replicas:
                     if proc.poll() is not None:
                         raise RuntimeError(f"a worker replica exited with {proc.returncode} (logs under {self.root})")

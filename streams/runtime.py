@@ -22,6 +22,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.protocol.group import LeaveGroupRequest
 
 from consumers.kafka import client_kwargs
 from schemas import topics
@@ -199,6 +200,29 @@ async def init_group_offsets(settings: Settings) -> None:
         log.warning("could not initialise offsets of group %s: %s", settings.app_id, exc)
     finally:
         await consumer.stop()
+
+
+async def expire_group_members(settings: Settings) -> int:
+    """Remove every member of the worker group from it; returns how many there were.
+
+    Kafka expires a member whose heartbeats stop after ``session.timeout.ms`` (faust: 30 s).
+    noida-db 0.2.3 never does: a member that is gone (SIGKILLed, or a live consumer that
+    rejoined under a new member id after a failed commit) stays in the group, may be elected
+    leader of the next generation and never sends its SyncGroup, so the group waits for its
+    assignment forever. This does the coordinator's part with the LeaveGroup the stale member
+    can no longer send. Live members are removed too and simply rejoin (their next heartbeat
+    fails): call it only where a rebalance is acceptable (tests, benchmarks, recovery)."""
+    admin = AIOKafkaAdminClient(**client_kwargs(settings))
+    await admin.start()
+    try:
+        node = await admin.find_coordinator(settings.app_id)
+        (described,) = await admin.describe_consumer_groups([settings.app_id], group_coordinator_id=node)
+        members = [member[0] for group in described.groups for member in group[5]]
+        for member_id in members:
+            await admin._send_request(LeaveGroupRequest(settings.app_id, member_id), node)  # noqa: SLF001
+        return len(members)
+    finally:
+        await admin.close()
 
 
 class EmbeddedRuntime:

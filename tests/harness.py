@@ -13,12 +13,18 @@ from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.protocol.group import LeaveGroupRequest
 
 from consumers.kafka import client_kwargs
 from consumers.recommend_client import RecommendClient
 from schemas.settings import Settings
-from streams.runtime import ChildProcess, broker_process, ensure_topics, free_port, milvus_process
+from streams.runtime import (
+    ChildProcess,
+    broker_process,
+    ensure_topics,
+    expire_group_members,
+    free_port,
+    milvus_process,
+)
 
 
 class Stack:
@@ -105,23 +111,10 @@ class Stack:
         await self.expire_members()
 
     async def expire_members(self) -> None:
-        """Remove every member of the worker's consumer group (call it only while no worker runs).
-
-        Kafka expires a member whose heartbeats stop after ``session.timeout.ms`` (faust:
-        30 s). noida-db 0.2.3 never does: a SIGKILLed member stays in the group, is elected
-        leader of the next generation and never sends its SyncGroup, so a restarted worker
-        waits for its assignment forever. The harness does the coordinator's part at once
-        with the LeaveGroup the dead member can no longer send."""
-        admin = AIOKafkaAdminClient(**client_kwargs(self.settings))
-        await admin.start()
-        try:
-            node = await admin.find_coordinator(self.settings.app_id)
-            (described,) = await admin.describe_consumer_groups([self.settings.app_id], group_coordinator_id=node)
-            for group in described.groups:
-                for member in group[5]:
-                    await admin._send_request(LeaveGroupRequest(self.settings.app_id, member[0]), node)  # noqa: SLF001
-        finally:
-            await admin.close()
+        """Remove every member of the worker's consumer group (call it only while no worker
+        runs): a SIGKILLed member would stay in noida-db's group for ever
+        (``streams.runtime.expire_group_members``)."""
+        await expire_group_members(self.settings)
 
     async def committed(self, topic: str, partitions: int) -> dict[int, int]:
         """The worker group's committed offset per partition (the next offset it will read;
