@@ -206,12 +206,13 @@ async def expire_group_members(settings: Settings) -> int:
     """Remove every member of the worker group from it; returns how many there were.
 
     Kafka expires a member whose heartbeats stop after ``session.timeout.ms`` (faust: 30 s).
-    noida-db 0.2.3 never does: a member that is gone (SIGKILLed, or a live consumer that
-    rejoined under a new member id after a failed commit) stays in the group, may be elected
+    noida-db 0.2.3 never does: a member that is gone stays in the group, may be elected
     leader of the next generation and never sends its SyncGroup, so the group waits for its
-    assignment forever. This does the coordinator's part with the LeaveGroup the stale member
-    can no longer send. Live members are removed too and simply rejoin (their next heartbeat
-    fails): call it only where a rebalance is acceptable (tests, benchmarks, recovery)."""
+    assignment forever. Seen after a SIGKILL, and twice when a second worker joined a running
+    one (three members for two processes; how the third got there is not pinned down). This
+    does the coordinator's part with the LeaveGroup the stale member can no longer send. Live
+    members are removed too and simply rejoin (their next heartbeat fails): call it only
+    where a rebalance is acceptable (tests, benchmarks, recovery)."""
     admin = AIOKafkaAdminClient(**client_kwargs(settings))
     await admin.start()
     try:
