@@ -178,10 +178,10 @@ class System:
         splits the partitions between them), each with its own data dir as each docker
         replica has its own volume, holding a copy of the runtime RE vocabulary, and its
         own metrics port. Return at once; ``wait_all_ready`` waits for them."""
+        vocab = self.settings.vocab_file("any").parent  # the worker's vocabulary logs
         for _ in range(n):
             i = len(self.replicas) + 2  # worker 1 is ``self.worker``
             data = self.root / f"worker-{i}"
-            vocab = self.settings.vocab_file("any").parent  # the worker's vocabulary logs
             if vocab.exists():
                 shutil.copytree(vocab, data / vocab.name, dirs_exist_ok=True)
             port = free_port()
