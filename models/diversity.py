@@ -88,12 +88,18 @@ class SelfAttentionReranker(nn.Module):
             logits = logits + self.wide(scores[..., 1:]).squeeze(-1)
         return logits.masked_fill(pad, float("-inf"))
 
-    @torch.inference_mode()
     def score(self, lst: CandidateList) -> np.ndarray:
+        return self.score_many([lst])[0]
+
+    @torch.inference_mode()
+    def score_many(self, lists: Sequence[CandidateList]) -> list[np.ndarray]:
+        """Each list's scores, the lists in one forward (padded to the longest, masked)."""
+        if not lists:
+            return []
         if self.training:  # eval() walks every submodule: only when it changes something
             self.eval()
-        user, items, scores, pad = _batch([lst])
-        return self(user, items, scores, pad)[0].numpy()
+        out = self(*_batch(lists)).numpy()
+        return [out[i, : len(x.vectors)] for i, x in enumerate(lists)]
 
 
 def _batch(lists: Sequence[CandidateList]) -> tuple[torch.Tensor, ...]:

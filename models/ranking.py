@@ -4,6 +4,7 @@ top-100 candidates -> DeepFM scores -> self-attention reranker (or MMR) -> top-k
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -78,9 +79,19 @@ def explore(order: list[int], relevance: np.ndarray, unknown: np.ndarray, k: int
 
 def deepfm_logits(model: DeepFMReranker, user: UserFeatures, cands: Candidates, dense: np.ndarray) -> np.ndarray:
     """DeepFM's logit per candidate; ``dense`` = ``pair_dense(cands, history)``."""
-    p = model.score(model.matrix([user] * len(cands.features), cands.features, dense))
-    p = np.clip(p, 1e-6, 1 - 1e-6)
-    return np.log(p / (1 - p))
+    return deepfm_logits_many(model, [(user, cands, dense)])[0]
+
+
+def deepfm_logits_many(
+    model: DeepFMReranker, lists: Sequence[tuple[UserFeatures, Candidates, np.ndarray]]
+) -> list[np.ndarray]:
+    """``deepfm_logits`` of several users' lists in one forward (the rows stacked)."""
+    users = [user for user, cands, _ in lists for _ in cands.features]
+    items = [f for _, cands, _ in lists for f in cands.features]
+    dense = np.concatenate([d for _, _, d in lists])
+    p = np.clip(model.score(model.matrix(users, items, dense)), 1e-6, 1 - 1e-6)
+    logits = np.log(p / (1 - p))
+    return np.split(logits, np.cumsum([len(c.features) for _, c, _ in lists])[:-1])
 
 
 def list_scores(model: DeepFMReranker, logits: np.ndarray, dense: np.ndarray, width: int) -> np.ndarray:
@@ -90,6 +101,20 @@ def list_scores(model: DeepFMReranker, logits: np.ndarray, dense: np.ndarray, wi
     trained before those inputs) = logit and retrieval score only."""
     pair = model.pair_inputs(dense)
     return np.concatenate([logits[:, None], pair[:, : width - 1]], axis=1).astype(np.float32)
+
+
+@dataclass
+class RankInput:
+    """One list to rank: the user's vector and features, the candidates, the history's
+    vectors (None: no history), the list length, λ and the exploration slots."""
+
+    user_vector: np.ndarray
+    user: UserFeatures
+    cands: Candidates
+    history: np.ndarray | None
+    k: int
+    lam: float
+    explore_slots: int = EXPLORE_SLOTS
 
 
 def rank(
@@ -106,25 +131,43 @@ def rank(
 ) -> list[int]:
     """Indices into ``cands`` of the final top-k (``explore_slots``: see ``EXPLORE_SLOTS``).
     Stage timings go to ``cands.timings_ms``."""
-    if not len(cands.ann):
-        return []
+    one = RankInput(user_vector, user, cands, history, k, lam, explore_slots)
+    return rank_many(models, [one], use_deepfm, use_diversity)[0]
+
+
+def rank_many(
+    models: RankingModels, inputs: Sequence[RankInput], use_deepfm: bool = True, use_diversity: bool = True
+) -> list[list[int]]:
+    """``rank`` for several lists at once: one DeepFM forward and one self-attention forward
+    for all of them (the worker's micro-batches, ``streams.batching``); the same numbers as
+    ranking each alone, up to float rounding. Stage timings (of the whole batch) go to each
+    list's ``cands.timings_ms``."""
     t0 = time.perf_counter()
-    relevance = cands.ann
-    dense = None  # the pair inputs: only DeepFM and the self-attention reranker read them
-    if use_deepfm and models.deepfm is not None:
-        dense = pair_dense(cands, history)
-        relevance = deepfm_logits(models.deepfm, user, cands, dense)
+    live = [x for x in inputs if len(x.cands.ann)]
+    relevance = [x.cands.ann for x in live]
+    dense: list[np.ndarray] | None = None  # the pair inputs: only DeepFM and the self-attention reranker read them
+    if use_deepfm and models.deepfm is not None and live:
+        dense = [pair_dense(x.cands, x.history) for x in live]
+        relevance = deepfm_logits_many(models.deepfm, [(x.user, x.cands, d) for x, d in zip(live, dense, strict=True)])
     t1 = time.perf_counter()
-    cands.timings_ms["deepfm_ms"] = (t1 - t0) * 1000
-    if not use_diversity:
-        order = list(np.argsort(-relevance, kind="stable")[:k])
-    else:
-        redundancy: Literal["max", "mean"] = "max"  # no self-attention model: classic MMR
-        if models.diversity is not None and models.deepfm is not None and dense is not None:
-            scores = list_scores(models.deepfm, relevance, dense, models.diversity.cfg.scores)
-            relevance = models.diversity.score(CandidateList(user_vector, cands.vectors, scores))
-            redundancy = "mean"
-        order = select(relevance, cands.vectors, k, lam, redundancy)
-    order = explore([int(i) for i in order], relevance, cands.popularity <= 0, k, explore_slots)
-    cands.timings_ms["diversity_ms"] = (time.perf_counter() - t1) * 1000
-    return [int(i) for i in order]
+    redundancy: Literal["max", "mean"] = "max"  # no self-attention model: classic MMR
+    if use_diversity and models.diversity is not None and models.deepfm is not None and dense is not None:
+        width = models.diversity.cfg.scores
+        lists = [
+            CandidateList(x.user_vector, x.cands.vectors, list_scores(models.deepfm, r, d, width))
+            for x, r, d in zip(live, relevance, dense, strict=True)
+        ]
+        relevance = models.diversity.score_many(lists)
+        redundancy = "mean"
+    orders: dict[int, list[int]] = {}
+    for x, r in zip(live, relevance, strict=True):
+        if use_diversity:
+            order = [int(i) for i in select(r, x.cands.vectors, x.k, x.lam, redundancy)]
+        else:
+            order = [int(i) for i in np.argsort(-r, kind="stable")[: x.k]]
+        orders[id(x)] = explore(order, r, x.cands.popularity <= 0, x.k, x.explore_slots)
+    t2 = time.perf_counter()
+    for x in live:
+        x.cands.timings_ms["deepfm_ms"] = (t1 - t0) * 1000
+        x.cands.timings_ms["diversity_ms"] = (t2 - t1) * 1000
+    return [[int(i) for i in orders.get(id(x), [])] for x in inputs]

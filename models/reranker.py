@@ -123,6 +123,11 @@ def _pad(rows: Sequence[Sequence[int]], width: int, limit: int) -> np.ndarray:
     return out
 
 
+def _spread(per_user: torch.Tensor, inverse: torch.Tensor | None, n: int) -> torch.Tensor:
+    """Per-user rows to per-row ones (``inverse`` None: one user for all ``n`` rows)."""
+    return per_user.expand(n, -1, -1) if inverse is None else per_user[inverse]
+
+
 class DeepFMReranker:
     def __init__(self, cfg: RerankerConfig, seed: int = 0) -> None:
         self.cfg = cfg
@@ -246,20 +251,20 @@ class DeepFMReranker:
         every row has the same user, the user's lookups and poolings repeated per row."""
         m, linear = self.model, self.model.linear_model
         n = x.shape[0]
-        # One user for every row (serving: one request's candidates): the user's columns
-        # are looked up and pooled once and the result broadcast; the same numbers per row.
-        user_cols = x[:, self._user_cols]
-        one_user = n > 1 and bool((user_cols == user_cols[:1]).all())
+        # Few users for many rows (serving: each request's candidates, one or several
+        # requests): each user's columns are looked up and pooled once and the result
+        # spread over that user's rows; the same numbers per row.
+        firsts, inverse = self._distinct_users(x)
         embedded, weights = [], []  # the FM/DNN embeddings and the linear part's, per feature
         for (name, lo, hi), pooled in [(f, False) for f in self._sparse] + [(f, True) for f in self._varlen]:
-            shared = one_user and lo in self._user_starts
-            ids = (x[:1] if shared else x)[:, lo:hi].long()
+            shared = firsts is not None and lo in self._user_starts
+            ids = (x[firsts] if shared else x)[:, lo:hi].long()
             e, w = m.embedding_dict[name](ids), linear.embedding_dict[name](ids)
             if pooled:
                 mask = ids != 0
                 e, w = self._pool([e, mask]), self._pool([w, mask])
-            embedded.append(e.expand(n, -1, -1) if shared else e)
-            weights.append(w.expand(n, -1, -1) if shared else w)
+            embedded.append(_spread(e, inverse, n) if shared else e)
+            weights.append(_spread(w, inverse, n) if shared else w)
         dense = torch.cat([x[:, lo:hi] for lo, hi in self._dense], dim=-1)
         logit = x.new_zeros((x.shape[0], 1))
         logit += torch.sum(torch.cat(weights, dim=-1), dim=-1, keepdim=False)
@@ -268,6 +273,22 @@ class DeepFMReranker:
         deep = torch.cat([torch.flatten(torch.cat(embedded, dim=-1), start_dim=1), dense], dim=-1)
         logit += m.dnn_linear(m.dnn(deep))
         return m.out(logit)
+
+    def _distinct_users(self, x: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """(the first row of each distinct user, each row's user index; None: one user)
+        or (None, None) when no user has two rows (nothing to share)."""
+        n = x.shape[0]
+        if n <= 1:
+            return None, None
+        cols = x[:, self._user_cols]
+        if bool((cols == cols[:1]).all()):
+            return torch.zeros(1, dtype=torch.long), None
+        distinct, inverse = torch.unique(cols, dim=0, return_inverse=True)
+        if len(distinct) == n:
+            return None, None
+        firsts = torch.full((len(distinct),), n, dtype=torch.long)
+        firsts = firsts.scatter_reduce(0, inverse, torch.arange(n), reduce="amin")
+        return firsts, inverse
 
     def pair_inputs(self, dense: np.ndarray) -> np.ndarray:
         """(n, 7) the pair's dense inputs as DeepFM sees them (columns ``PAIR``): ann,

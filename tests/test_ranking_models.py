@@ -207,8 +207,12 @@ def test_deepfm_forward_gives_the_numbers_of_deepctrs_own_forward(tmp_path: Path
                 p.add_(torch.from_numpy(rng.normal(scale=0.1, size=tuple(p.shape)).astype(np.float32)))
         model.model.eval()
         one = user_features(feats[:3], None)
-        # A user per row, and one user for every row (the request path: its lookups done once).
-        for users in ([user_features(feats[i : i + 3], None) for i in range(len(feats))], [one] * len(feats)):
+        # A user per row, one user for every row (a request: its lookups done once) and two
+        # users with several rows each (a micro-batch of two requests: each user's done once).
+        other = user_features(feats[1:], [0.5, -1.0, 0.0, 0.0, 0.0, 1.0])
+        per_row = [user_features(feats[i : i + 3], None) for i in range(len(feats))]
+        half = len(feats) // 2
+        for users in (per_row, [one] * len(feats), [one] * half + [other] * (len(feats) - half)):
             x = torch.from_numpy(model.matrix(users, feats, rng.normal(size=(len(feats), 7)).astype(np.float32)))
             with torch.inference_mode():
                 assert torch.equal(model.forward(x), model.model(x))
