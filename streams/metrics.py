@@ -18,3 +18,10 @@ def count_row_cache(hits: int, misses: int) -> None:
     """``RowCache.on_lookup``: hit rate = hit / (hit + miss) of ``tailor_row_cache_rows_total``."""
     _HITS.inc(hits)
     _MISSES.inc(misses)
+
+
+REQUEST_BATCH = Histogram(
+    "tailor_request_batch_size",
+    "Recommendation requests answered together in one micro-batch (streams.batching)",
+    buckets=(1, 2, 4, 8, 16, 32, 64),
+)

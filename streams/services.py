@@ -110,7 +110,15 @@ def make_live(
         encoder=encoder,
         store=store,
         products=ProductPipeline(enricher, encoder, store),
-        recommender=Recommender(store, encoder, popularity, settings.candidates, model.ranking),
+        recommender=Recommender(
+            store,
+            encoder,
+            popularity,
+            settings.candidates,
+            model.ranking,
+            batch=settings.request_batch,
+            batches_in_flight=settings.request_batches_in_flight,
+        ),
     )
 
 

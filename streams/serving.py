@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -17,7 +18,7 @@ from consumers.enrichment.rules import rules_re, text_to_std
 from consumers.vector_store import Hit, VectorStore, filter_expr
 from models.cooccurrence import CoOccurrence
 from models.encoder import ItemEncoder
-from models.ranking import EXPLORE_SLOTS, Candidates, RankingModels, rank
+from models.ranking import EXPLORE_SLOTS, Candidates, RankingModels, RankInput, rank_many
 from models.reranker import ItemFeatures, UserFeatures, item_features, user_features
 from models.user_tower import UserState
 from models.user_vector import KIND_WEIGHT, sequence_vector
@@ -29,6 +30,8 @@ from schemas.events import (
     RecommendReply,
     RecommendRequest,
 )
+from streams.batching import MicroBatcher
+from streams.metrics import REQUEST_BATCH
 from streams.products import row_item
 from streams.sequences import Popularity, UserSequence
 
@@ -106,6 +109,22 @@ def cooc_features(
     return table.features(history, ids, scores=scores) if table is not None else None
 
 
+@dataclass
+class _Job:
+    """One request inside a micro-batch, as it moves through the stages."""
+
+    req: RecommendRequest
+    seq: UserSequence | None
+    history: list[int]
+    seen: set[int]
+    timings: dict[str, float] = field(default_factory=dict)
+    context: np.ndarray | None = None
+    query: np.ndarray | None = None
+    strategy: str = "popular"
+    history_rows: dict[int, dict[str, Any]] = field(default_factory=dict)
+    items: list[RecommendedItem] = field(default_factory=list)
+
+
 class Recommender:
     def __init__(
         self,
@@ -114,6 +133,8 @@ class Recommender:
         popularity: Popularity,
         candidates: int,
         ranking: RankingModels | None = None,
+        batch: int = 16,
+        batches_in_flight: int = 2,
     ) -> None:
         self.store = store
         self.encoder = encoder
@@ -122,79 +143,168 @@ class Recommender:
         self.ranking = ranking or RankingModels()
         # (product_id, features JSON) -> reranker features: a changed product misses.
         self._features: dict[tuple[int, str], ItemFeatures] = {}
+        # Concurrent requests are answered in micro-batches (``streams.batching``): one
+        # forward of each model and one Milvus call per stage for the whole batch.
+        self._batcher: MicroBatcher[tuple[RecommendRequest, UserSequence | None, float], RecommendReply]
+        self._batcher = MicroBatcher(self._answer_batch, batch, batches_in_flight, REQUEST_BATCH.observe)
 
-    async def answer(
-        self, req: RecommendRequest, seq: UserSequence | None, clock: Callable[[], float] = time.perf_counter
-    ) -> RecommendReply:
-        timings: dict[str, float] = {}
-        t0 = clock()
-        history = seq.product_ids() if seq else []
-        seen = set(history) if req.exclude_seen else set()
-        # The context text is embedded here, on the event loop: the item tower grows its RE
-        # table there when a product brings new terms, and a thread could see an id before
+    async def answer(self, req: RecommendRequest, seq: UserSequence | None) -> RecommendReply:
+        """The reply to one request; concurrent calls are answered in micro-batches."""
+        return await self._batcher.submit((req, seq, time.perf_counter()))
+
+    async def answer_many(
+        self, requests: Sequence[tuple[RecommendRequest, UserSequence | None]]
+    ) -> list[RecommendReply]:
+        """The replies to several requests, answered together (as one micro-batch)."""
+        now = time.perf_counter()
+        return await self._answer_batch([(req, seq, now) for req, seq in requests])
+
+    async def _answer_batch(
+        self, batch: Sequence[tuple[RecommendRequest, UserSequence | None, float]]
+    ) -> list[RecommendReply]:
+        """``batch``: (request, its user's sequence, when it was submitted)."""
+        t0 = time.perf_counter()
+        jobs = []
+        for req, seq, submitted in batch:
+            history = seq.product_ids() if seq else []
+            job = _Job(req, seq, history, set(history) if req.exclude_seen else set())
+            job.timings["queue_ms"] = (t0 - submitted) * 1000  # waited for a batch slot
+            jobs.append(job)
+        # The context texts are embedded here, on the event loop: the item tower grows its
+        # RE table there when a product brings new terms, and a thread could see an id before
         # its row. The rest runs in two worker-thread calls (history rows + user tower, then
         # search + candidate rows + ranking): torch, numpy and the Milvus client release the
-        # GIL, so one request's towers overlap another's I/O instead of stalling the event
+        # GIL, so one batch's towers overlap another's I/O instead of stalling the event
         # loop (and the Kafka fetches), and each hop to a thread and back (a wake-up of each
-        # side, slow when the CPU is oversubscribed) is paid twice per request, not 5 times.
-        context = self._context_vector(req)
-        query, strategy, history_rows = await asyncio.to_thread(self._user_query, req, seq, history, context)
-        timings["user_tower_ms"] = (clock() - t0) * 1000
-        if query is None:
-            items = await self._popular(req, seen)
-            strategy = "popular"
-        else:
+        # side, slow when the CPU is oversubscribed) is paid twice per batch.
+        self._context_vectors(jobs)
+        await asyncio.to_thread(self._user_queries, jobs)
+        t1 = time.perf_counter()
+        for job in jobs:
+            job.timings["user_tower_ms"] = (t1 - t0) * 1000
+        with_query = [job for job in jobs if job.query is not None]
+        if with_query:
             # Ranked here, on the loop, where the interaction agent updates the counts; the
             # longest prefix ``_with_popular`` can read (cached for ``refresh_s``).
-            popular = self.popularity.top(POPULAR_CANDIDATES + COOC_CANDIDATES + self.candidates + len(seen), set())
-            items = await asyncio.to_thread(
-                self._retrieve_and_rank, req, query, seen, history, history_rows, popular, timings, clock
-            )
-        timings["total_ms"] = (clock() - t0) * 1000
+            wanted = POPULAR_CANDIDATES + COOC_CANDIDATES + self.candidates + max(len(j.seen) for j in with_query)
+            popular = self.popularity.top(wanted, set())
+            await asyncio.to_thread(self._retrieve_and_rank, with_query, popular)
+        for job in jobs:
+            if job.query is None:
+                job.items, job.strategy = await self._popular(job.req, job.seen), "popular"
+        done = time.perf_counter()
+        return [self._reply(job, done, submitted) for job, (_, _, submitted) in zip(jobs, batch, strict=True)]
+
+    def _reply(self, job: _Job, done: float, submitted: float) -> RecommendReply:
+        job.timings["total_ms"] = (done - submitted) * 1000
         return RecommendReply(
-            request_id=req.request_id,
-            user_id=req.user_id,
-            items=items,
-            strategy=strategy,  # type: ignore[arg-type]
+            request_id=job.req.request_id,
+            user_id=job.req.user_id,
+            items=job.items,
+            strategy=job.strategy,  # type: ignore[arg-type]
             model_version=self.encoder.version,
-            timings_ms={k: round(v, 3) for k, v in timings.items()},
+            timings_ms={k: round(v, 3) for k, v in job.timings.items()},
         )
 
-    def _user_query(
-        self, req: RecommendRequest, seq: UserSequence | None, history: list[int], context: np.ndarray | None
-    ) -> tuple[np.ndarray | None, str, dict[int, dict[str, Any]]]:
-        """(query vectors, strategy, the history's rows), in a worker thread."""
-        history_rows = self.store.get(history) if history else {}
-        query, strategy = self._query(req, seq, history_rows, context)
-        return query, strategy, history_rows
+    def _context_vectors(self, jobs: list[_Job]) -> None:
+        texts = [job for job in jobs if job.req.context and job.req.context.strip()]
+        if texts:
+            vectors = self.encoder.encode([context_item(job.req.context or "") for job in texts])
+            for job, vector in zip(texts, vectors, strict=True):
+                job.context = vector
 
-    def _retrieve_and_rank(
-        self,
-        req: RecommendRequest,
-        query: np.ndarray,
-        seen: set[int],
-        history: list[int],
-        history_rows: dict[int, dict[str, Any]],
-        popular: list[tuple[int, int]],
-        timings: dict[str, float],
-        clock: Callable[[], float],
-    ) -> list[RecommendedItem]:
-        """Milvus top-N, the candidate rows, the ranking stages; in a worker thread."""
-        t1 = clock()
-        expr = filter_expr(req.filters, sorted(seen))
-        # Ids and scores only: the rows (title included) come from the store's row cache.
-        results = self.store.search_many(query, self.candidates, expr, ())
-        hits = merge_hits(results, self.candidates)
-        # The history's co-occurrence scores, once: candidates and DeepFM inputs both read them.
-        table = self.ranking.cooccurrence
-        cooc = table.scores(history) if table is not None and self.ranking.deepfm is not None else None
-        hits, extra = self._with_popular(hits, seen, history, popular, cooc)
-        ids = [h.product_id for h in hits] + extra
+    def _user_queries(self, jobs: list[_Job]) -> None:
+        """Each job's history rows, query vectors and strategy, in a worker thread: one
+        Milvus read for every history and one user-tower forward for the batch."""
+        ids = list(dict.fromkeys(p for job in jobs for p in job.history))
         rows = self.store.get(ids) if ids else {}
-        hits += [_hit(rows[p]) for p in extra if p in rows and _matches(rows[p], req.filters)]
-        timings["ann_ms"] = (clock() - t1) * 1000
-        ranked = [h for h in hits if h.product_id in rows]
-        return self._rank(req, query[0], ranked, rows, history_rows, timings, history, cooc)
+        for job in jobs:
+            job.history_rows = {p: rows[p] for p in job.history if p in rows}
+        tower = self.ranking.user_tower
+        states: list[tuple[_Job, UserState]] = []
+        for job in jobs:
+            known = [it for it in (job.seq.items if job.seq else []) if it.product_id in job.history_rows]
+            if not known and job.context is None:
+                continue  # popular
+            if not known:
+                # Context only: the text's own vector. The user tower learnt from sequences
+                # (the context was an extra in a fifth of them), so a bare query is matched
+                # by content.
+                job.query, job.strategy = job.context[None, :], "context"  # type: ignore[index]
+            elif tower is not None:
+                states.append((job, self._user_state(job, known)))
+            else:
+                job.query, job.strategy = self._mean_queries(job, known), "sequence"
+        if states and tower is not None:
+            for (job, _), vector in zip(states, tower.encode([state for _, state in states]), strict=True):
+                job.query, job.strategy = vector[None, :], "sequence"
+
+    def _user_state(self, job: _Job, known: list[Any]) -> UserState:
+        now = time.time()
+        rows = job.history_rows
+        return UserState(
+            vectors=np.array([rows[it.product_id]["vector"] for it in known], dtype=np.float32).reshape(-1, 128),
+            kinds=[it.kind for it in known],
+            hours_ago=[(now - it.ts.timestamp()) / 3600.0 for it in known],
+            context=job.context,
+            profile=job.req.profile.model_dump() if job.req.profile else None,
+        )
+
+    def _mean_queries(self, job: _Job, known: list[Any]) -> np.ndarray:
+        """Untrained fallback, multi-interest: the recency-weighted mean plus the latest
+        distinct items, so a user of coats AND sweaters is not reduced to their average."""
+        rows = job.history_rows
+        vecs = np.array([rows[it.product_id]["vector"] for it in known], dtype=np.float32)
+        weights = np.array([KIND_WEIGHT.get(it.kind, 1.0) for it in known])
+        recent = list(dict.fromkeys(it.product_id for it in reversed(known)))[:RECENT_QUERIES]
+        queries = [sequence_vector(vecs, weights), *(np.asarray(rows[p]["vector"], dtype=np.float32) for p in recent)]
+        return np.stack(queries)
+
+    def _search(self, jobs: list[_Job]) -> list[list[Hit]]:
+        """Each job's retrieved hits (seen items excluded), one ANN call per distinct filter.
+        The seen items are dropped here rather than in Milvus' expression, so one call
+        serves many users: each asks for ``candidates`` + its history's length."""
+        groups: dict[str, list[int]] = {}
+        for i, job in enumerate(jobs):
+            groups.setdefault(filter_expr(job.req.filters), []).append(i)
+        out: list[list[Hit]] = [[] for _ in jobs]
+        for expr, members in groups.items():
+            queries = [jobs[i].query for i in members]
+            limit = self.candidates + max(len(jobs[i].seen) for i in members)
+            # Ids and scores only: the rows (title included) come from the store's row cache.
+            results = self.store.search_many(np.concatenate(queries), limit, expr, ())  # type: ignore[arg-type]
+            bounds = np.cumsum([0] + [len(q) for q in queries])  # type: ignore[arg-type]
+            for i, lo, hi in zip(members, bounds[:-1], bounds[1:], strict=True):
+                seen = jobs[i].seen
+                unseen = [[h for h in hits if h.product_id not in seen] for hits in results[lo:hi]]
+                out[i] = merge_hits(unseen, self.candidates)
+        return out
+
+    def _retrieve_and_rank(self, jobs: list[_Job], popular: list[tuple[int, int]]) -> None:
+        """Milvus top-N, the candidate rows, the ranking stages; in a worker thread."""
+        t1 = time.perf_counter()
+        found = self._search(jobs)
+        table = self.ranking.cooccurrence
+        picked = []
+        for job, hits in zip(jobs, found, strict=True):
+            # The history's co-occurrence scores, once: candidates and DeepFM inputs both read them.
+            cooc = table.scores(job.history) if table is not None and self.ranking.deepfm is not None else None
+            hits, extra = self._with_popular(hits, job.seen, job.history, popular, cooc)
+            picked.append((hits, extra, cooc))
+        ids = list(dict.fromkeys(p for hits, extra, _ in picked for p in [h.product_id for h in hits] + extra))
+        rows = self.store.get(ids) if ids else {}
+        t2 = time.perf_counter()
+        inputs: list[tuple[_Job, list[Hit], RankInput]] = []
+        for job, (hits, extra, cooc) in zip(jobs, picked, strict=True):
+            hits = hits + [_hit(rows[p]) for p in extra if p in rows and _matches(rows[p], job.req.filters)]
+            job.timings["ann_ms"] = (t2 - t1) * 1000
+            ranked = [h for h in hits if h.product_id in rows]
+            if ranked:
+                inputs.append((job, ranked, self._rank_input(job, ranked, rows, cooc)))
+        orders = rank_many(self.ranking, [x for _, _, x in inputs])
+        for (job, hits, x), order in zip(inputs, orders, strict=True):
+            job.timings.update(x.cands.timings_ms)
+            job.items = self._items(job, hits, rows, x, order)
 
     def _with_popular(
         self,
@@ -224,44 +334,6 @@ class Recommender:
             keep = keep + [h for h in hits[len(keep) :] if h.product_id not in taken][:short]
         return keep, cooc + popular
 
-    def _context_vector(self, req: RecommendRequest) -> np.ndarray | None:
-        if req.context and req.context.strip():
-            return self.encoder.encode([context_item(req.context)])[0]
-        return None
-
-    def _query(
-        self,
-        req: RecommendRequest,
-        seq: UserSequence | None,
-        rows: dict[int, dict[str, Any]],
-        context: np.ndarray | None,
-    ) -> tuple[np.ndarray | None, str]:
-        known = [it for it in (seq.items if seq else []) if it.product_id in rows]
-        if not known and context is None:
-            return None, "popular"
-        if not known:
-            # Context only: the text's own vector. The user tower learnt from sequences (the
-            # context was an extra in a fifth of them), so a bare query is matched by content.
-            return context[None, :], "context"  # type: ignore[index]
-        tower = self.ranking.user_tower
-        if tower is not None:
-            now = time.time()
-            state = UserState(
-                vectors=np.array([rows[it.product_id]["vector"] for it in known], dtype=np.float32).reshape(-1, 128),
-                kinds=[it.kind for it in known],
-                hours_ago=[(now - it.ts.timestamp()) / 3600.0 for it in known],
-                context=context,
-                profile=req.profile.model_dump() if req.profile else None,
-            )
-            return tower.encode([state]), "sequence"
-        vecs = np.array([rows[it.product_id]["vector"] for it in known], dtype=np.float32)
-        weights = np.array([KIND_WEIGHT.get(it.kind, 1.0) for it in known])
-        # Untrained fallback, multi-interest: the recency-weighted mean plus the latest
-        # distinct items, so a user of coats AND sweaters is not reduced to their average.
-        recent = list(dict.fromkeys(it.product_id for it in reversed(known)))[:RECENT_QUERIES]
-        queries = [sequence_vector(vecs, weights), *(np.asarray(rows[p]["vector"], dtype=np.float32) for p in recent)]
-        return np.stack(queries), "sequence"
-
     def _item_features(self, row: dict[str, Any]) -> ItemFeatures:
         key = (int(row["product_id"]), row.get("features") or "")
         found = self._features.get(key)
@@ -276,39 +348,33 @@ class Recommender:
         profile = tower.cfg.profile.features(req.profile.model_dump() if req.profile else None) if tower else None
         return user_features([self._item_features(r) for r in history_rows.values()], profile)
 
-    def _rank(
-        self,
-        req: RecommendRequest,
-        user_vector: np.ndarray,
-        hits: list[Hit],
-        rows: dict[int, dict[str, Any]],
-        history_rows: dict[int, dict[str, Any]],
-        timings: dict[str, float],
-        history: list[int] | None = None,
-        cooc_scores: dict[int, float] | None = None,
-    ) -> list[RecommendedItem]:
-        if not hits:
-            return []
+    def _rank_input(
+        self, job: _Job, hits: list[Hit], rows: dict[int, dict[str, Any]], cooc: dict[int, float] | None
+    ) -> RankInput:
         vecs = np.array([rows[h.product_id]["vector"] for h in hits], dtype=np.float32)
+        user_vector = job.query[0]  # type: ignore[index]
         cands = Candidates(
             vectors=vecs,
             ann=vecs @ user_vector,
             features=[self._item_features(rows[h.product_id]) for h in hits],
             popularity=np.array([self.popularity.counts[h.product_id] for h in hits], dtype=np.float32),
-            cooc=cooc_features(self.ranking.cooccurrence, history or [], [h.product_id for h in hits], cooc_scores),
+            cooc=cooc_features(self.ranking.cooccurrence, job.history, [h.product_id for h in hits], cooc),
         )
-        hist_ids = list(history_rows)
-        hist_vecs = np.array([history_rows[i]["vector"] for i in hist_ids], dtype=np.float32) if hist_ids else None
-        user = self._user_features(req, history_rows)
-        explore = EXPLORE_SLOTS if req.explore_slots is None else req.explore_slots  # per request, else the default
-        lam = req.diversity_lambda
-        order = rank(self.ranking, user_vector, user, cands, hist_vecs, req.k, lam, explore_slots=explore)
-        timings.update(cands.timings_ms)
+        hist = job.history_rows
+        hist_vecs = np.array([r["vector"] for r in hist.values()], dtype=np.float32) if hist else None
+        explore = EXPLORE_SLOTS if job.req.explore_slots is None else job.req.explore_slots  # per request
+        user = self._user_features(job.req, hist)
+        return RankInput(user_vector, user, cands, hist_vecs, job.req.k, job.req.diversity_lambda, explore)
+
+    def _items(
+        self, job: _Job, hits: list[Hit], rows: dict[int, dict[str, Any]], x: RankInput, order: list[int]
+    ) -> list[RecommendedItem]:
+        hist_ids = list(job.history_rows)
         return [
             RecommendedItem(
                 product_id=hits[i].product_id,
-                score=round(float(cands.ann[i]), 5),
-                reason=self._reason(req, i, cands, hist_ids, hist_vecs, history_rows, user),
+                score=round(float(x.cands.ann[i]), 5),
+                reason=self._reason(job.req, i, x.cands, hist_ids, x.history, job.history_rows, x.user),
                 title=rows[hits[i].product_id].get("title", ""),
                 fine=rows[hits[i].product_id].get("fine", ""),
             )
