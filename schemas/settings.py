@@ -88,14 +88,15 @@ class Settings(BaseSettings):
     # a request waits on Milvus and on the reply's acknowledgement, and with 4 at a time a
     # worker capped at ~47 requests/s (4 / ~85 ms) however idle its CPU was.
     request_concurrency: int = Field(default=16, ge=1, le=256)
-    # Of those, the ones waiting while earlier ones are answered go together in one
+    # Of those, the ones waiting while a batch is answered go together in the next
     # micro-batch (streams.batching) of up to ``request_batch``: one forward of each model and
     # one Milvus call per stage for the batch (a DeepFM forward costs about the same for 100
-    # rows as for 800). ``request_batches_in_flight`` batches run at once, so an idle worker
-    # starts a request at once (a batch of one). request_batch=1 with
+    # rows as for 800). ``request_batches_in_flight`` batches run at once: an idle worker
+    # starts a request at once (a batch of one); one batch at a time measured best on 2 cores
+    # (README "Request latency"). request_batch=1 with
     # request_batches_in_flight=request_concurrency answers each request alone.
     request_batch: int = Field(default=16, ge=1, le=256)
-    request_batches_in_flight: int = Field(default=2, ge=1, le=256)
+    request_batches_in_flight: int = Field(default=1, ge=1, le=256)
     # Intra-op threads of torch and of numpy's BLAS in the worker. Its models run on one
     # request's tens of rows, where a second thread only waits for the first: with the CPU
     # shared (Milvus, the broker, other requests) 2 threads made a transformer layer 10x

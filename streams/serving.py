@@ -134,7 +134,7 @@ class Recommender:
         candidates: int,
         ranking: RankingModels | None = None,
         batch: int = 16,
-        batches_in_flight: int = 2,
+        batches_in_flight: int = 1,
     ) -> None:
         self.store = store
         self.encoder = encoder
