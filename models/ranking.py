@@ -159,15 +159,18 @@ def rank_many(
         ]
         relevance = models.diversity.score_many(lists)
         redundancy = "mean"
-    orders: dict[int, list[int]] = {}
-    for x, r in zip(live, relevance, strict=True):
-        if use_diversity:
-            order = [int(i) for i in select(r, x.cands.vectors, x.k, x.lam, redundancy)]
-        else:
-            order = [int(i) for i in np.argsort(-r, kind="stable")[: x.k]]
-        orders[id(x)] = explore(order, r, x.cands.popularity <= 0, x.k, x.explore_slots)
+    orders = iter([_select(x, r, use_diversity, redundancy) for x, r in zip(live, relevance, strict=True)])
     t2 = time.perf_counter()
     for x in live:
         x.cands.timings_ms["deepfm_ms"] = (t1 - t0) * 1000
         x.cands.timings_ms["diversity_ms"] = (t2 - t1) * 1000
-    return [[int(i) for i in orders.get(id(x), [])] for x in inputs]
+    return [next(orders) if len(x.cands.ann) else [] for x in inputs]  # ``live`` is ``inputs`` in order
+
+
+def _select(x: RankInput, relevance: np.ndarray, diversify: bool, redundancy: Literal["max", "mean"]) -> list[int]:
+    """One list's top-k: diversified selection (or the relevance order), then exploration."""
+    if diversify:
+        order = [int(i) for i in select(relevance, x.cands.vectors, x.k, x.lam, redundancy)]
+    else:
+        order = [int(i) for i in np.argsort(-relevance, kind="stable")[: x.k]]
+    return [int(i) for i in explore(order, relevance, x.cands.popularity <= 0, x.k, x.explore_slots)]
