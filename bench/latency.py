@@ -246,10 +246,22 @@ def measure_kafka(
         if i:
             drain(system)
         console.print(f"measuring {rate:g} req/s for {seconds:g}s through Kafka ({label}) ...")
-        before, t0 = system.cpu_seconds(), time.perf_counter()
+        before, roles, t0 = system.cpu_seconds(), system.thread_cpu_seconds(), time.perf_counter()
         samples[rate] = asyncio.run(through_kafka(system, user_ids, rate, seconds, k))
-        used = cores(before, system.cpu_seconds(), time.perf_counter() - t0)
-        cpu.append({"worker settings": label, "rate": rate, **used, "all": sum(used.values())})
+        wall = time.perf_counter() - t0
+        used = cores(before, system.cpu_seconds(), wall)
+        split = cores(roles, system.thread_cpu_seconds(), wall)
+        answered = len(samples[rate].timings)
+        cpu.append(
+            {
+                "worker settings": label,
+                "rate": rate,
+                **used,
+                "all": sum(used.values()),
+                **{f"worker: {role}": c for role, c in split.items()},
+                "worker CPU ms per answer": used["worker"] * wall * 1000 / answered if answered else None,
+            }
+        )
     return samples, cpu
 
 

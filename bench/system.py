@@ -47,6 +47,7 @@ from streams.runtime import (
     free_port,
     milvus_process,
 )
+from streams.thread_cpu import ROLES
 
 SEED_BATCH = 2000
 BENCH_MODELS = Path("var") / "bench-models"
@@ -276,6 +277,11 @@ class System:
             out[child.name] = proc_cpu_seconds(child.proc.pid) if child.proc else 0.0
         out["load generator"] = time.process_time()
         return out
+
+    def thread_cpu_seconds(self) -> dict[str, float]:
+        """CPU seconds so far of the workers' threads by role (``streams.thread_cpu``),
+        summed over the replicas."""
+        return {role: self.metric("tailor_thread_cpu_seconds_total", role=role) for role in ROLES}
 
     def events_ok(self, topic: str) -> float:
         return self.metric("tailor_events_total", topic=topic, outcome="ok")

@@ -7,9 +7,10 @@ import gc
 import logging
 from typing import Any
 
-from prometheus_client import start_http_server
+from prometheus_client import REGISTRY, start_http_server
 
 from schemas.settings import Settings
+from streams.thread_cpu import ThreadCpuCollector
 
 
 def _secret_forms(settings: Settings) -> list[str]:
@@ -87,6 +88,7 @@ def run_worker(settings: Settings, metrics_port: int = 0) -> None:
     frozen = freeze_startup_heap()
     logging.getLogger("tailor.worker").info("%d startup objects frozen (out of the collector's walks)", frozen)
     if metrics_port:
+        REGISTRY.register(ThreadCpuCollector())
         start_http_server(metrics_port)
     worker = faust.Worker(app, loglevel=settings.log_level, override_logging=False)
     try:
