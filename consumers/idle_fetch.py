@@ -8,13 +8,14 @@ the requests. A short sleep after a fetch that brought nothing bounds it (2 ms: 
 fetches/s, ~12% of a core, at most 2 ms more before a new record is seen). Against a real
 Kafka the fetch itself waited, so the pause changes nothing there.
 
-Optionally (a max above the first pause) the pause doubles with each further empty
-fetch, up to that max, and is back at its first value after a fetch that brought records:
-an idle consumer, whose every empty fetch decodes a response for each of its partitions
-(the worker's faust consumer has 16), then stops spending a third of a core on nothing
-(idle worker 0.36 -> 0.18 cores at 8 ms, 0.11 at 16 ms), at the price of up to the max's
-delay on the first record after a quiet spell; a busy consumer gains nothing (measured with
-``bench/latency --variant``, README "Request latency"), so it is off by default."""
+With a max above the first pause (16 ms by default) the pause doubles with each further
+empty fetch, up to that max, and is back at its first value after a fetch that brought
+records. An idle consumer, whose every empty fetch decodes a response for each of its
+partitions (the worker's faust consumer has 16), then stops spending a third of a core on
+nothing (idle worker 0.36 -> 0.18 cores at 8 ms, 0.11 at 16 ms), at the price of up to the
+max's delay on the first record after a quiet spell. A busy worker gains too: its fetch
+loop shares the GIL with the request path, and between two batches of requests it no
+longer fetches every 2 ms (``bench/latency --variant``, README "Request latency")."""
 
 from __future__ import annotations
 
