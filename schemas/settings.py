@@ -85,10 +85,12 @@ class Settings(BaseSettings):
     # grows with what it retains (README "Request latency").
     reply_retention_s: int = Field(default=60, ge=10, le=7 * 24 * 3600)
     candidates: int = Field(default=100, ge=1, le=1000)
-    # Requests a worker answers at once. The model stages share the event loop; the rest of
-    # a request waits on Milvus and on the reply's acknowledgement, and with 4 at a time a
-    # worker capped at ~47 requests/s (4 / ~85 ms) however idle its CPU was.
-    request_concurrency: int = Field(default=16, ge=1, le=256)
+    # Requests a worker holds at once (faust agent instances): the batch being answered, the
+    # next one forming, and replies waiting for their acknowledgement. With 4 a worker capped
+    # at ~47 requests/s (4 / ~85 ms) however idle its CPU was; with 16, as many as one batch,
+    # the next batch could not fill while one ran and requests waited in Kafka instead (50/s:
+    # p99 9.0 s vs 1.2 s at 32, README "Request latency"). Keep it >= 2 x request_batch.
+    request_concurrency: int = Field(default=32, ge=1, le=256)
     # Of those, the ones waiting while a batch is answered go together in the next
     # micro-batch (streams.batching) of up to ``request_batch``: one forward of each model and
     # one Milvus call per stage for the batch (a DeepFM forward costs about the same for 100
