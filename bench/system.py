@@ -47,7 +47,7 @@ from streams.runtime import (
     free_port,
     milvus_process,
 )
-from streams.thread_cpu import ROLES
+from streams.thread_cpu import ROLES, stat_cpu_seconds
 
 SEED_BATCH = 2000
 BENCH_MODELS = Path("var") / "bench-models"
@@ -425,10 +425,9 @@ async def open_loop(rate: float, seconds: float, fire: Callable[[int, float], Aw
 def proc_cpu_seconds(pid: int) -> float:
     """User + system CPU seconds of a live process (Linux ``/proc``; 0 once it is gone)."""
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return stat_cpu_seconds(Path(f"/proc/{pid}/stat"))
     except OSError:
         return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
 
 
 def cores(before: dict[str, float], after: dict[str, float], seconds: float) -> dict[str, float]:

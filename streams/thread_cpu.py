@@ -41,21 +41,10 @@ def role_of(thread: threading.Thread) -> str:
     return "other"
 
 
-def _cpu_seconds(stat: Path) -> float:
-    """User + system CPU seconds in a ``/proc`` stat file."""
+def stat_cpu_seconds(stat: Path) -> float:
+    """User + system CPU seconds in a ``/proc`` stat file (of a process or of a thread)."""
     fields = stat.read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def task_cpu_seconds(tasks: Path = _TASKS) -> dict[int, float]:
-    """CPU seconds of each live thread of this process, by native id."""
-    out: dict[int, float] = {}
-    for task in tasks.iterdir():
-        try:
-            out[int(task.name)] = _cpu_seconds(task / "stat")
-        except OSError:  # the thread ended meanwhile
-            continue
-    return out
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
 
 
 class ThreadCpuCollector(Collector):
@@ -82,12 +71,15 @@ class ThreadCpuCollector(Collector):
         yield family
 
     def _totals(self) -> dict[str, float]:
-        process = _cpu_seconds(self._tasks.parent / "stat")
-        cpu = task_cpu_seconds(self._tasks)
+        process = stat_cpu_seconds(self._tasks.parent / "stat")
         for thread in threading.enumerate():
             role = role_of(thread)
-            if role != "other" and thread.native_id in cpu:
-                self._named[thread.native_id] = (role, cpu[thread.native_id])  # type: ignore[index]
+            if role == "other" or thread.native_id is None:
+                continue
+            try:
+                self._named[thread.native_id] = (role, stat_cpu_seconds(self._tasks / str(thread.native_id) / "stat"))
+            except OSError:  # the thread ended meanwhile: its last reading stands
+                continue
         totals = dict.fromkeys(ROLES, 0.0)
         for role, seconds in self._named.values():  # ended threads keep their last reading
             totals[role] += seconds

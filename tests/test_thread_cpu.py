@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import threading
 import time
 from pathlib import Path
@@ -11,7 +10,7 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry
 
-from streams.thread_cpu import ROLES, ThreadCpuCollector, role_of
+from streams.thread_cpu import ROLES, ThreadCpuCollector, role_of, stat_cpu_seconds
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="Linux /proc only")
 
@@ -64,10 +63,8 @@ def test_roles_sum_to_the_process_cpu() -> None:
     worker.start()
     worker.join()
     roles = scrape(registry)
-    fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
-    process = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     assert roles["other"] >= 0.15
-    assert sum(roles.values()) == pytest.approx(process, abs=0.05)
+    assert sum(roles.values()) == pytest.approx(stat_cpu_seconds(Path("/proc/self/stat")), abs=0.05)
 
 
 def test_faust_consumer_thread_is_the_kafka_consumer() -> None:
