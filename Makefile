@@ -24,9 +24,10 @@ demo: $(STAMP)
 up: $(STAMP)
 	$(VENV)/bin/tailor up
 
-## lint + unit + integration tests (real noida-db broker and embedded Milvus, started by the tests)
+## lint + format check + unit + integration tests (real noida-db broker and embedded Milvus, started by the tests)
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/python -m pytest -q $(ARGS)
 
 clean:

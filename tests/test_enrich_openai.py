@@ -113,7 +113,6 @@ async def llm() -> AsyncIterator[FakeLLM]:
     await server.stop()
 
 
-
 def enricher(base_url: str, closing: list[Any], **overrides: Any) -> OpenAICompatEnricher:
     config = OpenAIConfig(**{"base_url": base_url, "model": "test-model", "timeout_s": 5.0, **overrides})
     found = OpenAICompatEnricher(config)

@@ -76,7 +76,6 @@ def tiny_chat_model(tiny_model: Path) -> Path:
     return directory
 
 
-
 def local(path: Path, closing: list[Any], **overrides: Any) -> TransformersEnricher:
     found = TransformersEnricher(TransformersConfig(**{"model_path": path, "max_new_tokens": 24, **overrides}))
     closing.append(found)
