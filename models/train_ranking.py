@@ -88,6 +88,7 @@ class RankingTrainConfig(BaseModel):
 class RankingReport(BaseModel):
     user_tower: UserTrainHistory
     deepfm_loss: list[float]
+    deepfm_objective: Literal["pointwise", "listwise"] = "pointwise"  # what deepfm_loss measures
     diversity: DiversityHistory
     impressions: int
     lists: int
@@ -409,6 +410,7 @@ def train_ranking(
     report = RankingReport(
         user_tower=user_hist,
         deepfm_loss=deepfm_loss,
+        deepfm_objective=cfg.deepfm_loss,
         diversity=div_hist,
         impressions=len(y),
         lists=len(lists),

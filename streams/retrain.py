@@ -150,7 +150,7 @@ def _plots(target: Path, report) -> None:
     loss_curves(
         {
             "user tower (InfoNCE)": report.user_tower.loss,
-            "DeepFM (BCE)": report.deepfm_loss,
+            f"DeepFM ({'listwise CE' if report.deepfm_objective == 'listwise' else 'BCE'})": report.deepfm_loss,
             "self-attention reranker (listwise CE)": report.diversity.loss,
         },
         target / "ranking_loss.png",
