@@ -270,9 +270,10 @@ def _train_deepfm(model: DeepFMReranker, rows: Sequence[Impression], cfg: Rankin
         for lo in tqdm(range(0, len(xt), step), desc=f"DeepFM {epoch + 1}", leave=False):
             idx = perm[lo : lo + step]
             if listwise:
-                b, g, d = xt[idx].shape
-                p = net(xt[idx].reshape(b * g, d)).reshape(b, g).clamp(1e-7, 1 - 1e-7)
-                logits = (torch.log(p) - torch.log1p(-p)).masked_fill(~mask[idx], float("-inf"))
+                batch = xt[idx]
+                b, g, d = batch.shape
+                p = net(batch.reshape(b * g, d)).reshape(b, g)
+                logits = torch.logit(p, eps=1e-7).masked_fill(~mask[idx], float("-inf"))
                 loss = F.cross_entropy(logits, target[idx])
             else:
                 loss = F.binary_cross_entropy(net(xt[idx]).squeeze(-1), yt[idx])

@@ -19,7 +19,14 @@ from models.pipeline import OfflinePipeline, steps_by_user
 from models.ranking import Candidates, RankingModels, rank
 from models.rerank import intra_list_diversity, mmr
 from models.reranker import DeepFMReranker, RerankerConfig, item_features, user_features
-from models.train_ranking import RankingTrainConfig, build_catalog, category_queries, train_ranking
+from models.train_ranking import (
+    RankingTrainConfig,
+    _padded,
+    _train_deepfm,
+    build_catalog,
+    category_queries,
+    train_ranking,
+)
 from models.train_user import Step, UserTrainConfig, train_user_tower
 from models.user_tower import ProfileStats, UserState, UserTower, UserTowerConfig
 from models.vocab import ReVocab
@@ -371,8 +378,6 @@ def test_listwise_deepfm_learns_which_row_of_each_list_was_clicked(tmp_path: Pat
     lengths (padded, the padding masked) whose clicked row is the one with the highest
     co-occurrence score; trained, DeepFM puts that row first in lists it has not seen.
     Without training it is chance, 1 in 8."""
-    from models.train_ranking import _padded, _train_deepfm
-
     enc = encoder(tmp_path)
     items = catalog_items(4)
     enc.encode_growing(items)
