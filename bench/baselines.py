@@ -31,7 +31,9 @@ class Ranker(Protocol):
     ``rank`` returns (len(cases), k) product ids, best first, -1 where it has nothing left
     to offer. A ranker may also expose ``item_vectors: dict[int, np.ndarray]`` (content
     vectors of the catalog): bench/eval then measures every row's ILD with the first such
-    table, so ILD compares across rows.
+    table, so ILD compares across rows. Rows that share one fitted system may expose
+    ``fit_seconds: float`` (that system's fit time): bench/eval reports it for each of
+    them instead of the near-zero time their own ``fit`` took once the system was fitted.
     """
 
     name: str

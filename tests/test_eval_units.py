@@ -241,3 +241,18 @@ def test_paired_bootstrap_tells_a_real_difference_from_noise() -> None:
     one_case = a.copy()
     one_case[np.argmin(a)] = 1.0  # one more hit in 500: within the noise
     assert paired_bootstrap(one_case, a)[1] <= 0.0
+
+
+def test_rows_of_one_shared_fit_all_report_its_time() -> None:
+    from bench.eval import run_row
+
+    class Shared(Popularity):
+        """A row of a system fitted once for several rows: its own fit is instant."""
+
+        fit_seconds = 123.0
+
+    log = log_of(SEQS)
+    split = leave_last_out(log)
+    assert run_row(Shared(), log, split).fit_s == 123.0
+    own = run_row(Popularity(), log, split).fit_s  # no shared system: the measured time
+    assert 0.0 <= own < 123.0
