@@ -25,6 +25,7 @@ from models.interactions import InteractionLog, Split, TestCase
 from models.item_tower import ItemTower, TowerConfig
 from models.pipeline import OfflinePipeline, Stage, profile_rows, steps_by_user
 from models.registry import save_weights
+from models.sasrec import SASRecConfig
 from models.train_item import TrainConfig, train_item_tower
 from models.train_ranking import RankingTrainConfig, build_catalog, category_queries, train_ranking
 from models.train_user import UserTrainConfig
@@ -95,6 +96,7 @@ class TowerSystem:
             user=UserTrainConfig(epochs=2 if self.quick else 6),
             deepfm_epochs=1 if self.quick else 4,
             diversity_epochs=1 if self.quick else 6,
+            sasrec=SASRecConfig(epochs=3) if self.quick else SASRecConfig(),
         )
         fine_of = {it.product_id: it.fine for it in log.items}
         queries = category_queries(encoder, log.items)

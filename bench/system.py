@@ -296,7 +296,7 @@ class System:
     # ------------------------------------------------------------------ models
     def train_ranking_stages(self, items: Sequence[ProductEnriched], clicks: Sequence[Any], epochs: int = 1) -> str:
         """A model version with trained ranking stages (user tower, DeepFM, self-attention
-        reranker) over the seeded item space, trained on ``clicks`` (``Interaction``s) by
+        reranker, co-occurrence, SASRec) over the seeded item space, trained on ``clicks`` (``Interaction``s) by
         ``tailor retrain``'s own code, so the worker serves the full request path. Call
         after seeding, before the worker starts. Written to a copy of the model directory
         under this run's root (the shared bench model stays an item tower only). What is
@@ -316,6 +316,7 @@ class System:
             user_epochs=epochs,
             deepfm_epochs=epochs,
             diversity_epochs=epochs,
+            sasrec_epochs=epochs,
             publish=False,
             evaluate=False,
             version="bench-ranking",

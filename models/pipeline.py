@@ -38,8 +38,9 @@ class OfflinePipeline:
     profiles: dict[str, dict[str, float | None]]
     popularity: Counter[int]
     candidates: int = 100
-    popular_candidates: int = 20
+    popular_candidates: int = 10
     cooc_candidates: int = 30
+    sasrec_candidates: int = 20
     explore: int = EXPLORE_SLOTS  # see models.ranking.EXPLORE_SLOTS
 
     @classmethod
@@ -84,18 +85,22 @@ class OfflinePipeline:
             candidates=self.candidates,
             popular_candidates=self.popular_candidates,
             cooc_candidates=self.cooc_candidates if self.models.cooccurrence else 0,
+            sasrec_candidates=self.sasrec_candidates if self.models.sasrec else 0,
         )
+        next_scores = self._sasrec_scores(cases)  # one forward per 256 cases, not per case
         for i, case in enumerate(tqdm(cases, desc=f"rank {stage}", leave=False)):
             hist_rows = [self.catalog.row[p] for p in case.history if p in self.catalog.row]
             scores = self._cooc_scores(case)  # once: the candidates and their features read it
             cooc_ids = self._cooc_ids(case, cfg, scores)
-            rows = np.array(candidate_rows(tops[i], cooc_ids, popular, self.catalog, set(hist_rows), cfg))
+            sasrec_ids = self._sasrec_ids(case, cfg, next_scores, i)
+            rows = np.array(candidate_rows(tops[i], cooc_ids, popular, self.catalog, set(hist_rows), cfg, sasrec_ids))
             cands = Candidates(
                 vectors=self.catalog.vectors[rows],
                 ann=self.catalog.vectors[rows] @ users[i],
                 features=[self.catalog.features[r] for r in rows],
                 popularity=counts[rows],
                 cooc=self._cooc_features(case, rows, scores),
+                seq=self._sasrec_features(next_scores, i, rows),
             )
             profile = tower.cfg.profile.features(self.profiles.get(case.user_id)) if tower else None
             user = user_features([self.catalog.features[r] for r in hist_rows], profile)
@@ -107,6 +112,25 @@ class OfflinePipeline:
             ids = self.catalog.ids[rows[order]]
             out[i, : len(ids)] = ids
         return out
+
+    def _sasrec_scores(self, cases: Sequence[TestCase]) -> np.ndarray | None:
+        model = self.models.sasrec
+        if model is None or not cases:
+            return None
+        chunks = [cases[lo : lo + 256] for lo in range(0, len(cases), 256)]
+        return np.concatenate([model.scores([c.history for c in chunk]) for chunk in chunks])
+
+    def _sasrec_ids(self, case: TestCase, cfg: RankingTrainConfig, next_scores: np.ndarray | None, i: int) -> list[int]:
+        model = self.models.sasrec
+        if model is None or next_scores is None:
+            return []
+        return model.candidates(next_scores[i], cfg.sasrec_candidates + 20, set(case.history))
+
+    def _sasrec_features(self, next_scores: np.ndarray | None, i: int, rows: np.ndarray) -> np.ndarray | None:
+        model = self.models.sasrec
+        if model is None or next_scores is None:
+            return None
+        return model.features(next_scores[i], [int(p) for p in self.catalog.ids[rows]])
 
     def _cooc_scores(self, case: TestCase) -> dict[int, float]:
         table = self.models.cooccurrence

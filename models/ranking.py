@@ -13,6 +13,7 @@ import numpy as np
 from models.cooccurrence import CoOccurrence
 from models.diversity import CandidateList, SelfAttentionReranker, select
 from models.reranker import DeepFMReranker, ItemFeatures, UserFeatures
+from models.sasrec import SASRec
 from models.user_tower import UserTower
 
 
@@ -25,6 +26,7 @@ class RankingModels:
     deepfm: DeepFMReranker | None = None
     diversity: SelfAttentionReranker | None = None
     cooccurrence: CoOccurrence | None = None
+    sasrec: SASRec | None = None
 
 
 # Exploration policy: of the top-k, up to this many slots go to items with no known
@@ -39,7 +41,9 @@ class Candidates:
     """Retrieved items for one user: ``vectors`` (n, 128), ``ann`` (n,) retrieval scores,
     ``features`` the DeepFM item features, ``popularity`` interaction counts, ``cooc``
     (n, 2) co-occurrence score with the history and its known flag
-    (``CoOccurrence.features``; None = no co-occurrence component: all unknown)."""
+    (``CoOccurrence.features``; None = no co-occurrence component: all unknown), ``seq``
+    (n, 2) the SASRec next-item score and its known flag (``SASRec.features``; None = no
+    SASRec component: all unknown)."""
 
     vectors: np.ndarray
     ann: np.ndarray
@@ -47,20 +51,34 @@ class Candidates:
     popularity: np.ndarray
     timings_ms: dict[str, float] = field(default_factory=dict)
     cooc: np.ndarray | None = None
+    seq: np.ndarray | None = None
 
 
 def pair_dense(cands: Candidates, history: np.ndarray | None) -> np.ndarray:
     """The per-pair dense inputs: ann, max similarity to the history, count, known flag,
     co-occurrence score, that score over the list's best (a user's scores scale with how
-    much their history co-occurs at all), co-occurrence known flag."""
+    much their history co-occurs at all), co-occurrence known flag, the SASRec score as a
+    z-score among the list's known items (a score's scale is the model's, not the item's:
+    the model that serves and the one DeepFM trained beside differ), SASRec known flag."""
     n = len(cands.ann)
     hist_sim = (cands.vectors @ history.T).max(1) if history is not None and len(history) else np.zeros(n)
     known = (cands.popularity > 0).astype(np.float32)
     cooc = cands.cooc if cands.cooc is not None else np.zeros((n, 2), np.float32)
     best = cooc[:, 0].max(initial=0.0)
     rel = cooc[:, 0] / best if best > 0 else np.zeros(n, np.float32)
-    columns = [cands.ann, hist_sim, cands.popularity, known, cooc[:, 0], rel, cooc[:, 1]]
+    seq = cands.seq if cands.seq is not None else np.zeros((n, 2), np.float32)
+    columns = [cands.ann, hist_sim, cands.popularity, known, cooc[:, 0], rel, cooc[:, 1], _z_known(*seq.T), seq[:, 1]]
     return np.stack(columns, axis=1).astype(np.float32)
+
+
+def _z_known(scores: np.ndarray, known: np.ndarray) -> np.ndarray:
+    """``scores`` z-scored over the ``known`` rows; 0 for the others (and for all when
+    fewer than two are known: no spread to scale by)."""
+    mask = known > 0
+    if mask.sum() < 2:
+        return np.zeros(len(scores), np.float32)
+    std = float(scores[mask].std()) or 1.0
+    return np.where(mask, (scores - scores[mask].mean()) / std, 0.0).astype(np.float32)
 
 
 def explore(order: list[int], relevance: np.ndarray, unknown: np.ndarray, k: int, slots: int) -> list[int]:
@@ -96,9 +114,10 @@ def deepfm_logits_many(
 
 def list_scores(model: DeepFMReranker, logits: np.ndarray, dense: np.ndarray, width: int) -> np.ndarray:
     """The self-attention reranker's per-candidate scalars: the DeepFM logit, then (width
-    8) the pair inputs DeepFM saw, scaled as DeepFM scales them (``pair_inputs``), so the
-    listwise stage can weigh co-occurrence and popularity itself; width 2 (versions
-    trained before those inputs) = logit and retrieval score only."""
+    10) the pair inputs DeepFM saw, scaled as DeepFM scales them (``pair_inputs``), so the
+    listwise stage can weigh co-occurrence, SASRec and popularity itself; width 8
+    (versions trained before SASRec) stops before the SASRec columns, width 2 (before
+    any pair inputs) = logit and retrieval score only."""
     pair = model.pair_inputs(dense)
     return np.concatenate([logits[:, None], pair[:, : width - 1]], axis=1).astype(np.float32)
 

@@ -18,6 +18,7 @@ from models.cooccurrence import CoOccurrence
 from models.item_tower import ItemTower, TowerConfig
 from models.ranking import RankingModels
 from models.reranker import DeepFMReranker
+from models.sasrec import SASRec
 from models.tokenizer import title_vocab_size
 from models.user_tower import UserTower, UserTowerConfig
 from models.vocab import ReVocab, StdVocab
@@ -92,6 +93,9 @@ def _save_ranking(target: Path, ranking: RankingModels) -> list[str]:
     if ranking.cooccurrence is not None:
         ranking.cooccurrence.save(target)
         saved.append("cooccurrence")
+    if ranking.sasrec is not None:
+        ranking.sasrec.save(target)
+        saved.append("sasrec")
     return saved
 
 
@@ -108,6 +112,8 @@ def _load_ranking(target: Path, components: list[str]) -> RankingModels:
         ranking.diversity = diversity.load(target)
     if "cooccurrence" in components:
         ranking.cooccurrence = CoOccurrence.load(target)
+    if "sasrec" in components:
+        ranking.sasrec = SASRec.load(target)
     return ranking
 
 

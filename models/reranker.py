@@ -9,7 +9,9 @@ Features of one (user, candidate) pair:
   dense   price (log, z-scored), ann (user . item, the retrieval score), hist_sim (max
           item . history item), pop (log count, scaled) + pop_known, profile z-scores +
           missing flags; cooc (log1p co-occurrence score with the history,
-          ``models.cooccurrence``) + cooc_known, in versions trained with that component
+          ``models.cooccurrence``) + cooc_known, in versions trained with that component;
+          seq (the SASRec next-item score, ``models.sasrec``, z-scored within the list)
+          + seq_known, likewise
   Popularity without burying new items: an item with no interactions is "popularity
   unknown" (pop = 0, pop_known = 0), and in training a random quarter of the rows is
   shown that way too, whatever their count. So "unknown" learns the average click rate,
@@ -49,8 +51,11 @@ DENSE = (
 # Co-occurrence with the history (models.cooccurrence) + known flag: only in versions
 # trained with the component (``RerankerConfig.cooc``), so older versions still load.
 COOC_DENSE = ("cooc", "cooc_rel", "cooc_known")
+# The SASRec next-item score (models.sasrec, z-scored in the list) + known flag: likewise
+# only in versions trained with it (``RerankerConfig.sequence``).
+SEQ_DENSE = ("seq", "seq_known")
 # The per-pair columns of ``DeepFMReranker.pair_inputs``, in its order.
-PAIR = ("ann", "hist_sim", "pop", "pop_known", *COOC_DENSE)
+PAIR = ("ann", "hist_sim", "pop", "pop_known", *COOC_DENSE, *SEQ_DENSE)
 
 
 @dataclass(frozen=True)
@@ -110,6 +115,12 @@ class RerankerConfig(BaseModel):
     # Multiplies the co-occurrence score (1 / its mean over training candidates that have
     # one): raw scores are ~0.1, too small an input for DeepFM to weigh in a few epochs.
     cooc_scale: float = 1.0
+    sequence: bool = False  # the SASRec features are inputs
+
+
+def dense_inputs(cfg: RerankerConfig) -> tuple[str, ...]:
+    """DeepFM's dense feature names: the base ones, then the components it was trained with."""
+    return DENSE + (COOC_DENSE if cfg.cooc else ()) + (SEQ_DENSE if cfg.sequence else ())
 
 
 ITEM_ROWS_KEPT = 200_000  # items whose matrix columns a reranker keeps (then it starts over)
@@ -143,7 +154,7 @@ class DeepFMReranker:
             VarLenSparseFeat(SparseFeat("re", **re), maxlen=c.max_re, combiner="mean"),
             VarLenSparseFeat(SparseFeat("user_std", **std), maxlen=c.max_user, combiner="mean"),
             VarLenSparseFeat(SparseFeat("user_re", **re), maxlen=c.max_user, combiner="mean"),
-            *(DenseFeat(name, 1) for name in DENSE + (COOC_DENSE if c.cooc else ())),
+            *(DenseFeat(name, 1) for name in dense_inputs(c)),
         ]
         torch.manual_seed(seed)
         self.model = DeepFM(
@@ -218,7 +229,8 @@ class DeepFMReranker:
     def matrix(self, users: Sequence[UserFeatures], items: Sequence[ItemFeatures], dense: np.ndarray) -> np.ndarray:
         """The deepctr input matrix, columns in the model's ``feature_index`` order.
         ``dense``: (n, 4) = ann, hist_sim, interaction count, known flag per pair, then
-        optionally co-occurrence score, relative score, known flag (absent = unknown)."""
+        optionally co-occurrence score, relative score, known flag, SASRec z-score, known
+        flag (absent = unknown; ``models.ranking.pair_dense``)."""
         c = self.cfg
         n = len(items)
         width = 4 + c.max_std + c.max_re
@@ -291,13 +303,15 @@ class DeepFMReranker:
         return firsts, inverse
 
     def pair_inputs(self, dense: np.ndarray) -> np.ndarray:
-        """(n, 7) the pair's dense inputs as DeepFM sees them (columns ``PAIR``): ann,
+        """(n, 9) the pair's dense inputs as DeepFM sees them (columns ``PAIR``): ann,
         hist_sim, pop (log count / ``pop_scale``), pop_known, cooc (x ``cooc_scale``),
-        cooc_rel, cooc_known. The self-attention reranker takes the same scaled columns."""
+        cooc_rel, cooc_known, seq, seq_known. The self-attention reranker takes the same
+        scaled columns."""
         c = self.cfg
         cooc = dense[:, 4:7] if dense.shape[1] >= 7 else np.zeros((len(dense), 3), np.float32)
+        seq = dense[:, 7:9] if dense.shape[1] >= 9 else np.zeros((len(dense), 2), np.float32)
         pop = np.log1p(np.maximum(dense[:, 2:3], 0)) / max(c.pop_scale, 1e-6)
-        columns = [dense[:, :2], pop, dense[:, 3:4], cooc[:, :1] * c.cooc_scale, cooc[:, 1:3]]
+        columns = [dense[:, :2], pop, dense[:, 3:4], cooc[:, :1] * c.cooc_scale, cooc[:, 1:3], seq]
         return np.concatenate(columns, axis=1).astype(np.float32)
 
     @torch.inference_mode()

@@ -23,6 +23,7 @@ from models.interactions import InteractionLog, leave_last_out
 from models.metrics import ndcg_at_k, recall_at_k
 from models.pipeline import OfflinePipeline, profile_rows, steps_by_user
 from models.plots import loss_curves
+from models.sasrec import SASRecConfig
 from models.train_item import TrainConfig, train_item_tower
 from models.train_ranking import RankingTrainConfig, build_catalog, category_queries, train_ranking
 from models.train_user import UserTrainConfig
@@ -41,6 +42,7 @@ class RetrainOptions(BaseModel):
     user_epochs: int = 8
     deepfm_epochs: int = 4
     diversity_epochs: int = 6
+    sasrec_epochs: int = 40  # 0: a version without the SASRec component
     publish: bool = True
     evaluate: bool = True  # leave-last-out against popularity, into the manifest's metrics
     version: str | None = None
@@ -95,6 +97,7 @@ def retrain(settings: Settings, opts: RetrainOptions, log: InteractionLog | None
         user=UserTrainConfig(epochs=opts.user_epochs),
         deepfm_epochs=opts.deepfm_epochs,
         diversity_epochs=opts.diversity_epochs,
+        sasrec=SASRecConfig(epochs=opts.sasrec_epochs) if opts.sasrec_epochs > 0 else None,
     )
     fine_of = {it.product_id: it.fine for it in log.items}
     ranking, report = train_ranking(
@@ -152,6 +155,7 @@ def _plots(target: Path, report) -> None:
             "user tower (InfoNCE)": report.user_tower.loss,
             f"DeepFM ({'listwise CE' if report.deepfm_objective == 'listwise' else 'BCE'})": report.deepfm_loss,
             "self-attention reranker (listwise CE)": report.diversity.loss,
+            **({"SASRec (next-item CE)": report.sasrec_loss} if report.sasrec_loss else {}),
         },
         target / "ranking_loss.png",
     )

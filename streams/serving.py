@@ -86,10 +86,13 @@ FEATURE_CACHE = 200_000
 # Of the candidates, how many come from popularity when DeepFM ranks them (as in training,
 # ``models.train_ranking.candidate_rows``): content reaches new items, popularity what a
 # frozen content space cannot express.
-POPULAR_CANDIDATES = 20
+POPULAR_CANDIDATES = 10
 # ... and how many from co-occurrence with the history (``models.cooccurrence``, shipped in
 # the model version; as ``RankingTrainConfig.cooc_candidates``).
 COOC_CANDIDATES = 30
+# ... and how many are the version's SASRec's best next items (``models.sasrec``; as
+# ``RankingTrainConfig.sasrec_candidates``).
+SASREC_CANDIDATES = 20
 
 
 def cooccurring(
@@ -186,7 +189,8 @@ class Recommender:
         if with_query:
             # Ranked here, on the loop, where the interaction agent updates the counts; the
             # longest prefix ``_with_popular`` can read (cached for ``refresh_s``).
-            wanted = POPULAR_CANDIDATES + COOC_CANDIDATES + self.candidates + max(len(j.seen) for j in with_query)
+            extra = POPULAR_CANDIDATES + COOC_CANDIDATES + SASREC_CANDIDATES
+            wanted = extra + self.candidates + max(len(j.seen) for j in with_query)
             popular = self.popularity.top(wanted, set())
             await asyncio.to_thread(self._retrieve_and_rank, with_query, popular)
         for job in jobs:
@@ -285,26 +289,37 @@ class Recommender:
         t1 = time.perf_counter()
         found = self._search(jobs)
         table = self.ranking.cooccurrence
+        next_scores = self._sasrec_scores(jobs)  # candidates and DeepFM inputs both read them
         picked = []
-        for job, hits in zip(jobs, found, strict=True):
+        for i, (job, hits) in enumerate(zip(jobs, found, strict=True)):
             # The history's co-occurrence scores, once: candidates and DeepFM inputs both read them.
             cooc = table.scores(job.history) if table is not None and self.ranking.deepfm is not None else None
-            hits, extra = self._with_popular(hits, job.seen, job.history, popular, cooc)
+            seq = next_scores[i] if next_scores is not None else None
+            hits, extra = self._with_popular(hits, job.seen, job.history, popular, cooc, seq)
             picked.append((hits, extra, cooc))
         ids = list(dict.fromkeys(p for hits, extra, _ in picked for p in [h.product_id for h in hits] + extra))
         rows = self.store.get(ids) if ids else {}
         t2 = time.perf_counter()
         inputs: list[tuple[_Job, list[Hit], RankInput]] = []
-        for job, (hits, extra, cooc) in zip(jobs, picked, strict=True):
+        for i, (job, (hits, extra, cooc)) in enumerate(zip(jobs, picked, strict=True)):
             hits = hits + [_hit(rows[p]) for p in extra if p in rows and _matches(rows[p], job.req.filters)]
             job.timings["ann_ms"] = (t2 - t1) * 1000
             ranked = [h for h in hits if h.product_id in rows]
             if ranked:
-                inputs.append((job, ranked, self._rank_input(job, ranked, rows, cooc)))
+                seq = next_scores[i] if next_scores is not None else None
+                inputs.append((job, ranked, self._rank_input(job, ranked, rows, cooc, seq)))
         orders = rank_many(self.ranking, [x for _, _, x in inputs])
         for (job, hits, x), order in zip(inputs, orders, strict=True):
             job.timings.update(x.cands.timings_ms)
             job.items = self._items(job, hits, rows, x, order)
+
+    def _sasrec_scores(self, jobs: list[_Job]) -> np.ndarray | None:
+        """Each job's SASRec next-item scores, one forward for the micro-batch (None: the
+        version has no SASRec, or no DeepFM to read them)."""
+        model = self.ranking.sasrec
+        if model is None or self.ranking.deepfm is None:
+            return None
+        return model.scores([job.history for job in jobs])
 
     def _with_popular(
         self,
@@ -313,26 +328,31 @@ class Recommender:
         history: list[int],
         ranked: list[tuple[int, int]],
         cooc_scores: dict[int, float] | None = None,
+        next_scores: np.ndarray | None = None,
     ) -> tuple[list[Hit], list[int]]:
-        """The best retrieved hits plus co-occurring and popular ids not among them (trained
-        pipelines only), as ``models.train_ranking.candidate_rows`` offline. ``ranked``:
+        """The best retrieved hits plus co-occurring, SASRec's and popular ids not among them
+        (trained pipelines only), as ``models.train_ranking.candidate_rows`` offline. ``ranked``:
         ``Popularity.top`` of at least ``POPULAR_CANDIDATES + COOC_CANDIDATES +
-        candidates + len(seen)`` items, so its prefix is what ``top`` would give here."""
+        SASREC_CANDIDATES + candidates + len(seen)`` items, so its prefix is what ``top`` would give here."""
         if self.ranking.deepfm is None:
             return hits, []
-        keep = hits[: self.candidates - POPULAR_CANDIDATES - (COOC_CANDIDATES if self.ranking.cooccurrence else 0)]
+        sasrec = self.ranking.sasrec if next_scores is not None else None
+        places = POPULAR_CANDIDATES + (COOC_CANDIDATES if self.ranking.cooccurrence else 0)
+        keep = hits[: self.candidates - places - (SASREC_CANDIDATES if sasrec else 0)]
         taken = {h.product_id for h in keep} | seen
         cooc = cooccurring(self.ranking.cooccurrence, history, taken, cooc_scores)
         taken |= set(cooc)
+        nexts = sasrec.candidates(next_scores, SASREC_CANDIDATES, taken) if sasrec and next_scores is not None else []
+        taken |= set(nexts)
         popular = [p for p, _ in ranked[: POPULAR_CANDIDATES + len(taken)] if p not in taken]
         popular = popular[:POPULAR_CANDIDATES]
         # A source that ran dry (a short history co-occurs with few items) leaves its places
         # to further retrieved hits, as ``merge_sources`` does offline: still ``candidates``.
-        short = self.candidates - len(keep) - len(cooc) - len(popular)
+        short = self.candidates - len(keep) - len(cooc) - len(nexts) - len(popular)
         if short > 0:
             taken |= set(popular)
             keep = keep + [h for h in hits[len(keep) :] if h.product_id not in taken][:short]
-        return keep, cooc + popular
+        return keep, cooc + nexts + popular
 
     def _item_features(self, row: dict[str, Any]) -> ItemFeatures:
         key = (int(row["product_id"]), row.get("features") or "")
@@ -348,8 +368,17 @@ class Recommender:
         profile = tower.cfg.profile.features(req.profile.model_dump() if req.profile else None) if tower else None
         return user_features([self._item_features(r) for r in history_rows.values()], profile)
 
+    def _sasrec_features(self, next_scores: np.ndarray | None, ids: list[int]) -> np.ndarray | None:
+        model = self.ranking.sasrec
+        return model.features(next_scores, ids) if model is not None and next_scores is not None else None
+
     def _rank_input(
-        self, job: _Job, hits: list[Hit], rows: dict[int, dict[str, Any]], cooc: dict[int, float] | None
+        self,
+        job: _Job,
+        hits: list[Hit],
+        rows: dict[int, dict[str, Any]],
+        cooc: dict[int, float] | None,
+        next_scores: np.ndarray | None = None,
     ) -> RankInput:
         vecs = np.array([rows[h.product_id]["vector"] for h in hits], dtype=np.float32)
         user_vector = job.query[0]  # type: ignore[index]
@@ -359,6 +388,7 @@ class Recommender:
             features=[self._item_features(rows[h.product_id]) for h in hits],
             popularity=np.array([self.popularity.counts[h.product_id] for h in hits], dtype=np.float32),
             cooc=cooc_features(self.ranking.cooccurrence, job.history, [h.product_id for h in hits], cooc),
+            seq=self._sasrec_features(next_scores, [h.product_id for h in hits]),
         )
         hist = job.history_rows
         hist_vecs = np.array([r["vector"] for r in hist.values()], dtype=np.float32) if hist else None

@@ -19,6 +19,7 @@ from models.cooccurrence import CoOccurrence
 from models.diversity import SelfAttentionReranker
 from models.ranking import RankingModels
 from models.reranker import DeepFMReranker, RerankerConfig
+from models.sasrec import SASRec, SASRecConfig
 from models.user_tower import UserState, UserTower, UserTowerConfig
 from schemas.events import Filters, Interaction, Profile, RecommendReply, RecommendRequest
 from streams.products import item_row
@@ -46,9 +47,11 @@ def _ranking(enc_std: int, enc_re: int, seqs: dict[str, list[int]]) -> RankingMo
         # eval() as ``models.registry`` loads it: a tower in training mode is switched to
         # eval and back by each ``encode``, which two batches in flight would race on.
         user_tower=UserTower(UserTowerConfig()).eval(),
-        deepfm=DeepFMReranker(RerankerConfig(std_size=enc_std, re_size=enc_re, cooc=True)),
+        deepfm=DeepFMReranker(RerankerConfig(std_size=enc_std, re_size=enc_re, cooc=True, sequence=True)),
         diversity=SelfAttentionReranker(),
         cooccurrence=CoOccurrence.fit(seqs),
+        # Untrained; two of the logged items without a row, so known and unknown both occur.
+        sasrec=SASRec(SASRecConfig(dim=16, max_len=8), sorted({p for h in seqs.values() for p in h})[2:]),
     )
 
 

@@ -115,7 +115,8 @@ def test_pair_dense_carries_co_occurrence_and_serving_helpers_match() -> None:
     feats = cooc_features(t, [10], ids)
     cands = Candidates(vecs, np.ones(3), [None] * 3, np.array([2.0, 0.0, 1.0]), cooc=feats)  # type: ignore[list-item]
     dense = pair_dense(cands, None)
-    assert dense.shape == (3, 7)
+    assert dense.shape == (3, 9)
+    assert not dense[:, 7:].any()  # no SASRec scores: unknown
     expected = t.features([10], ids)
     assert np.array_equal(dense[:, [4, 6]], expected)
     assert dense[:, 5].max() == 1.0 and np.allclose(dense[:, 5], expected[:, 0] / expected[:, 0].max())

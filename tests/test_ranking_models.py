@@ -19,6 +19,7 @@ from models.pipeline import OfflinePipeline, steps_by_user
 from models.ranking import Candidates, RankingModels, rank
 from models.rerank import intra_list_diversity, mmr
 from models.reranker import DeepFMReranker, RerankerConfig, item_features, user_features
+from models.sasrec import SASRecConfig
 from models.train_ranking import (
     RankingTrainConfig,
     _padded,
@@ -308,7 +309,12 @@ def test_ranking_pipeline_trains_saves_loads_and_ranks(tmp_path: Path) -> None:
     split = leave_last_out(log, cold_fraction=0.0)
     catalog = build_catalog(enc, items, {it.product_id: it.price or 0.0 for it in items})
     cfg = RankingTrainConfig(
-        user=UserTrainConfig(epochs=2, batch_size=64), deepfm_epochs=1, diversity_epochs=1, candidates=20
+        user=UserTrainConfig(epochs=2, batch_size=64),
+        deepfm_epochs=1,
+        diversity_epochs=1,
+        candidates=20,
+        sasrec=SASRecConfig(epochs=3),
+        sasrec_min_transitions=50,  # the toy log: 30 users x 6 transitions, ~90 per half
     )
     profiles = {u: p.model_dump() for u, p in log.profiles.items()}
     fine_of = {it.product_id: it.fine for it in items}
@@ -322,11 +328,17 @@ def test_ranking_pipeline_trains_saves_loads_and_ranks(tmp_path: Path) -> None:
     manifest = registry.Manifest(version="rank-test", tower=base.tower.cfg, trained=True, item_space="v0-init")
     registry.save(tmp_path / "models", manifest, base.tower, base.std_vocab, ReVocab(), models)
     loaded = registry.load(tmp_path / "models", "rank-test")
-    assert loaded.manifest.components == ["item_tower", "user_tower", "deepfm", "diversity", "cooccurrence"]
+    components = ["item_tower", "user_tower", "deepfm", "diversity", "cooccurrence", "sasrec"]
+    assert loaded.manifest.components == components
     assert loaded.manifest.space == "v0-init"
     ranking = loaded.ranking
-    assert all(m is not None for m in (ranking.user_tower, ranking.deepfm, ranking.diversity, ranking.cooccurrence))
-    assert ranking.diversity is not None and ranking.diversity.cfg.scores == 8  # logit + DeepFM's pair inputs
+    stages = (ranking.user_tower, ranking.deepfm, ranking.diversity, ranking.cooccurrence, ranking.sasrec)
+    assert all(m is not None for m in stages)
+    assert ranking.deepfm is not None and ranking.deepfm.cfg.sequence  # SASRec's score is a DeepFM input
+    assert ranking.diversity is not None and ranking.diversity.cfg.scores == 10  # logit + DeepFM's pair inputs
+    assert ranking.sasrec is not None and models.sasrec is not None
+    histories = [case.history for case in split.tests]
+    assert np.array_equal(ranking.sasrec.scores(histories), models.sasrec.scores(histories))  # saved as trained
 
     pipeline = OfflinePipeline.from_split(catalog, loaded.ranking, split, profiles)
     for stage in ("two_tower", "deepfm", "mmr", "diversity"):
