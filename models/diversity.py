@@ -37,9 +37,9 @@ class DiversityConfig(BaseModel):
     heads: int = 4
     layers: int = 2
     dropout: float = 0.1
-    # Scalars per candidate (``models.ranking.list_scores``): 8 = DeepFM logit + its pair
-    # inputs (retrieval score, history similarity, popularity, co-occurrence, known flags);
-    # 2 = logit + retrieval score, the versions trained before.
+    # Scalars per candidate (``models.ranking.list_scores``): 10 = DeepFM logit + its pair
+    # inputs (retrieval score, history similarity, popularity, co-occurrence, SASRec, known
+    # flags); 8 = the same before SASRec; 2 = logit + retrieval score, the first versions.
     scores: int = 2
     # A linear term over every per-candidate scalar beside the DeepFM logit's ``keep``
     # (wide & deep): the co-occurrence score alone ordered MovieLens' candidates better than

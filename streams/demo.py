@@ -328,7 +328,7 @@ async def _retrain_live(settings: Settings, client: RecommendClient, user: DemoU
         proc = await asyncio.create_subprocess_exec(
             # Short epochs: the demo shows the hot swap, bench/eval measures quality.
             sys.executable, "-m", "streams.cli", "retrain", "--user-epochs", "4", "--deepfm-epochs", "2",
-            "--diversity-epochs", "2", "--sasrec-epochs", "10",
+            "--diversity-epochs", "2",
             stdout=log_file, stderr=subprocess.STDOUT,
         )  # fmt: skip
         with console.status(f"tailor retrain running (log: {log_path}) ..."):
