@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -42,6 +42,7 @@ class MicroBatcher(Generic[T, R]):
         self._on_batch = on_batch  # called with each batch's size (a metric)
         self._pending: list[tuple[T, asyncio.Future[R]]] = []
         self._running: set[asyncio.Task[None]] = set()  # strong references: a bare task may be collected
+        self._gate: asyncio.Task[None] | None = None  # see ``after``
 
     async def submit(self, item: T) -> R:
         future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
@@ -52,6 +53,18 @@ class MicroBatcher(Generic[T, R]):
     @property
     def in_flight(self) -> int:
         return len(self._running)
+
+    def after(self, previous: MicroBatcher[Any, Any]) -> None:
+        """Run no batch before ``previous`` has answered what it holds now (a model swap:
+        the old version's last batch may be bigger and slower than the new one's first, and
+        its replies must not come after a reply of the new version). Call it before the
+        first ``submit``: items submitted meanwhile wait, at most one batch of ``previous``."""
+        self._gate = asyncio.get_running_loop().create_task(previous.drained())
+
+    async def drained(self) -> None:
+        """Return once no batch is running (a finished batch starts the pending ones)."""
+        while self._running:
+            await asyncio.wait(set(self._running))
 
     def _start_batches(self) -> None:
         while self._pending and len(self._running) < self.max_in_flight:
@@ -71,6 +84,8 @@ class MicroBatcher(Generic[T, R]):
         return results
 
     async def _run(self, batch: list[tuple[T, asyncio.Future[R]]]) -> None:
+        if self._gate is not None:
+            await self._gate
         live = [(item, fut) for item, fut in batch if not fut.done()]  # a cancelled caller is skipped
         if not live:
             return

@@ -83,6 +83,7 @@ async def swap_to(services: Services, version: str) -> bool:
             old.products.mirror = new.products  # from now on every write lands in both spaces
             n = await fill(new.products, old.store)
             log.info("re-embedded %d products into %s for %s", n, new.store.collection, version)
+        new.recommender.follow(old.recommender)  # no new-version reply before an old one
         services.live = new  # the swap: one reference; in-flight work keeps the old one
         if services.settings.milvus_alias and not same_space:
             await asyncio.to_thread(new.store.point_alias, services.settings.collection)

@@ -151,6 +151,11 @@ class Recommender:
         self._batcher: MicroBatcher[tuple[RecommendRequest, UserSequence | None, float], RecommendReply]
         self._batcher = MicroBatcher(self._answer_batch, batch, batches_in_flight, REQUEST_BATCH.observe)
 
+    def follow(self, previous: Recommender) -> None:
+        """Answer nothing before ``previous`` has answered what it holds (a hot swap keeps
+        the versions of the replies in order; ``MicroBatcher.after``)."""
+        self._batcher.after(previous._batcher)
+
     async def answer(self, req: RecommendRequest, seq: UserSequence | None) -> RecommendReply:
         """The reply to one request; concurrent calls are answered in micro-batches."""
         return await self._batcher.submit((req, seq, time.perf_counter()))

@@ -96,3 +96,28 @@ async def test_a_wrong_number_of_results_is_an_error_not_a_mix_up() -> None:
         await MicroBatcher(no_result, max_batch=8, max_in_flight=1).submit(1)
     with pytest.raises(ValueError):
         MicroBatcher(no_result, max_batch=0, max_in_flight=1)
+
+
+async def test_a_batcher_after_another_answers_only_once_that_one_has_answered() -> None:
+    """A model swap: the old version's batch still running, the new version's first request
+    waits for it, so its reply never comes before an old one; later ones do not wait."""
+    old_rec, new_rec = Recorder(), Recorder()
+    old_rec.release.clear()  # the old version's batch is slow
+    old = MicroBatcher(old_rec.process, max_batch=8, max_in_flight=1)
+    new = MicroBatcher(new_rec.process, max_batch=8, max_in_flight=1)
+    done: list[str] = []
+
+    async def ask(batcher: MicroBatcher[int, int], item: int, tag: str) -> None:
+        await batcher.submit(item)
+        done.append(tag)
+
+    first = asyncio.create_task(ask(old, 1, "old"))
+    await settle()
+    new.after(old)
+    second = asyncio.create_task(ask(new, 2, "new"))
+    await settle()
+    assert new_rec.batches == [] and done == []  # waiting for the old batch, not answered
+    old_rec.release.set()
+    await asyncio.gather(first, second)
+    assert done == ["old", "new"]
+    assert await new.submit(3) == 30  # the gate is open from now on
