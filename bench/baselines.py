@@ -151,7 +151,10 @@ class SASRec:
         self.catalog = Catalog(log)
         seqs = [[p for p in seq if p in self.catalog.col] for seq in train_sequences(split).values()]
         self.model = SASRecModel.fit(seqs, self.cfg)
-        self.losses = self.model.losses
+
+    @property
+    def losses(self) -> list[float]:  # per epoch, for the tests and plots
+        return self.model.losses
 
     def _scores(self, cases: Sequence[TestCase]) -> np.ndarray:
         item_scores = self.model.scores([c.history for c in cases])

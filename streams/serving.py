@@ -301,17 +301,16 @@ class Recommender:
             cooc = table.scores(job.history) if table is not None and self.ranking.deepfm is not None else None
             seq = next_scores[i] if next_scores is not None else None
             hits, extra = self._with_popular(hits, job.seen, job.history, popular, cooc, seq)
-            picked.append((hits, extra, cooc))
-        ids = list(dict.fromkeys(p for hits, extra, _ in picked for p in [h.product_id for h in hits] + extra))
+            picked.append((hits, extra, cooc, seq))
+        ids = list(dict.fromkeys(p for hits, extra, *_ in picked for p in [h.product_id for h in hits] + extra))
         rows = self.store.get(ids) if ids else {}
         t2 = time.perf_counter()
         inputs: list[tuple[_Job, list[Hit], RankInput]] = []
-        for i, (job, (hits, extra, cooc)) in enumerate(zip(jobs, picked, strict=True)):
+        for job, (hits, extra, cooc, seq) in zip(jobs, picked, strict=True):
             hits = hits + [_hit(rows[p]) for p in extra if p in rows and _matches(rows[p], job.req.filters)]
             job.timings["ann_ms"] = (t2 - t1) * 1000
             ranked = [h for h in hits if h.product_id in rows]
             if ranked:
-                seq = next_scores[i] if next_scores is not None else None
                 inputs.append((job, ranked, self._rank_input(job, ranked, rows, cooc, seq)))
         orders = rank_many(self.ranking, [x for _, _, x in inputs])
         for (job, hits, x), order in zip(inputs, orders, strict=True):
@@ -341,9 +340,9 @@ class Recommender:
         SASREC_CANDIDATES + candidates + len(seen)`` items, so its prefix is what ``top`` would give here."""
         if self.ranking.deepfm is None:
             return hits, []
-        sasrec = self.ranking.sasrec if next_scores is not None else None
+        sasrec = self.ranking.sasrec
         places = POPULAR_CANDIDATES + (COOC_CANDIDATES if self.ranking.cooccurrence else 0)
-        keep = hits[: self.candidates - places - (SASREC_CANDIDATES if sasrec else 0)]
+        keep = hits[: self.candidates - places - (SASREC_CANDIDATES if next_scores is not None else 0)]
         taken = {h.product_id for h in keep} | seen
         cooc = cooccurring(self.ranking.cooccurrence, history, taken, cooc_scores)
         taken |= set(cooc)
