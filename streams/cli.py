@@ -91,7 +91,7 @@ def retrain(
     user_epochs: int = 8,
     deepfm_epochs: int = 4,
     diversity_epochs: int = 6,
-    sasrec_epochs: Annotated[int, typer.Option(help="SASRec epochs (0: no SASRec component)")] = 40,
+    sasrec_epochs: Annotated[int, typer.Option(min=0, help="SASRec epochs (0: no SASRec component)")] = 40,
     publish: Annotated[bool, typer.Option(help="announce the version on tailor.models.updated")] = True,
     version: Annotated[str | None, typer.Option(help="version name (default rank-<utc time>)")] = None,
 ) -> None:

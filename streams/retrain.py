@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from rich.console import Console
 
 from consumers.producer import TailorProducer
@@ -42,7 +42,7 @@ class RetrainOptions(BaseModel):
     user_epochs: int = 8
     deepfm_epochs: int = 4
     diversity_epochs: int = 6
-    sasrec_epochs: int = 40  # 0: a version without the SASRec component
+    sasrec_epochs: int = Field(default=40, ge=0)  # 0: a version without the SASRec component
     publish: bool = True
     evaluate: bool = True  # leave-last-out against popularity, into the manifest's metrics
     version: str | None = None

@@ -124,3 +124,14 @@ def test_serving_takes_sasrec_best_next_items_as_candidates() -> None:
     assert [p for p in extra if p >= 3000] == best[3 : 3 + SASREC_CANDIDATES]
     assert len(keep) == 100 - SASREC_CANDIDATES - POPULAR_CANDIDATES
     assert len(set(extra) | {h.product_id for h in keep}) == 100
+
+
+def test_retrain_refuses_negative_sasrec_epochs() -> None:
+    """0 means "no SASRec"; a negative count is a typo, not a second way to say it."""
+    from pydantic import ValidationError
+
+    from streams.retrain import RetrainOptions
+
+    assert RetrainOptions(sasrec_epochs=0).sasrec_epochs == 0
+    with pytest.raises(ValidationError, match="greater than or equal to 0"):
+        RetrainOptions(sasrec_epochs=-1)
